@@ -1,0 +1,473 @@
+"""The hub: this node's live connections, and in-order delivery of what the broker brings.
+
+The hub knows connections, not SQL: what it needs from storage comes through the small
+HubStorage interface. Per conversation it serves, it keeps the last seq it delivered;
+a message that jumps ahead waits briefly for the missing ones, then the hub fetches them
+(DESIGN.md, the message path, steps 5 to 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chatd import events, views
+from chatd.broker import MOD_CHANNEL, Broker, BrokerUnavailable, conv_channel, user_channel
+from chatd.connection import Connection, Data
+from chatd.metrics import Metrics
+from protocol import server_frames
+from protocol.codec import Codec
+from protocol.codes import CloseCode
+
+log = logging.getLogger("chatd.hub")
+
+# Seconds a message that jumped ahead waits for the missing ones before a fetch.
+GAP_WAIT_S = 0.05
+# Messages fetched per gap fill; a longer gap becomes a `conv` push and the client syncs.
+FILL_PAGE = 100
+# Seconds between checks of the database's last seq against what was delivered.
+CHECK_INTERVAL_S = 2.0
+# Seconds a gap fill waits for room in one connection's buffer before closing it 4009.
+PACED_TIMEOUT_S = 10.0
+# Conversations asked about per last-seq query in the periodic check.
+CHECK_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """What the hub needs of a message read back from storage."""
+
+    conv: int
+    id: int
+    seq: int
+    sender_id: int
+    sender_username: str
+    text: str
+    ts: int
+    cmid: str
+    removed: bool
+
+
+class HubStorage(Protocol):
+    async def history(self, conv_id: int, after: int, limit: int) -> tuple[list[Any], bool]: ...
+
+    async def last_seqs(self, conv_ids: list[int]) -> dict[int, int]: ...
+
+    async def active_sessions(self, session_ids: list[int]) -> set[int]: ...
+
+    async def conversation(self, conv_id: int) -> Any | None: ...
+
+
+class _Served:
+    """One conversation this node serves: its local connections and delivery state."""
+
+    __slots__ = ("conns", "filling", "last", "pending", "timer")
+
+    def __init__(self, last: int) -> None:
+        self.conns: set[Connection] = set()
+        self.last = last
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.filling = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _msg_frame(m: dict[str, Any]) -> dict[str, Any]:
+    return server_frames.msg(
+        conv=m["conv"],
+        id=m["id"],
+        seq=m["seq"],
+        from_id=m["from"],
+        from_username=m["un"],
+        text=m["text"],
+        ts=m["ts"],
+        cmid=m["cmid"],
+        removed=bool(m.get("removed")),
+    )
+
+
+def _stored_to_event(m: Any) -> dict[str, Any]:
+    return {
+        "conv": m.conv,
+        "id": m.id,
+        "seq": m.seq,
+        "from": m.sender_id,
+        "un": m.sender_username,
+        "text": None if m.removed else m.text,
+        "ts": m.ts,
+        "cmid": m.cmid,
+        "removed": m.removed,
+    }
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        broker: Broker,
+        storage: HubStorage,
+        metrics: Metrics,
+    ) -> None:
+        self.node_id = node_id
+        self._broker = broker
+        self._storage = storage
+        self._metrics = metrics
+        self._by_user: dict[int, set[Connection]] = {}
+        self._served: dict[int, _Served] = {}
+        self._mods: set[Connection] = set()
+        self._next_conn_id = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._checker: asyncio.Task[None] | None = None
+        self.broker_up = False
+        # Set by the node: called after a broker outage to re-check bans and revocations.
+        self.on_resume: Callable[[], None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._checker = asyncio.get_running_loop().create_task(self._check_loop())
+
+    async def stop(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        for task in list(self._tasks):
+            task.cancel()
+
+    def new_conn_id(self) -> int:
+        self._next_conn_id += 1
+        return self._next_conn_id
+
+    def conn_key(self, conn: Connection) -> str:
+        return f"{self.node_id}/{conn.conn_id}"
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self._by_user.values())
+
+    def connections(self) -> list[Connection]:
+        return [c for conns in self._by_user.values() for c in conns]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _subscribe(self, channel: str) -> None:
+        try:
+            await self._broker.subscribe(channel)
+        except BrokerUnavailable:
+            pass  # resubscribed with everything else when the broker is back
+
+    def _unsubscribe_later(self, channel: str) -> None:
+        async def unsubscribe() -> None:
+            with contextlib.suppress(BrokerUnavailable):
+                await self._broker.unsubscribe(channel)
+
+        self._spawn(unsubscribe())
+
+    # -- connections -----------------------------------------------------------------
+
+    async def register(self, conn: Connection) -> None:
+        conns = self._by_user.get(conn.user_id)
+        if conns is None:
+            conns = self._by_user[conn.user_id] = set()
+            conns.add(conn)
+            await self._subscribe(user_channel(conn.user_id))
+        else:
+            conns.add(conn)
+        self._metrics.connections.set(self.connection_count)
+
+    def unregister(self, conn: Connection) -> None:
+        conns = self._by_user.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_user[conn.user_id]
+                self._unsubscribe_later(user_channel(conn.user_id))
+        for conv_id in list(conn.convs):
+            self.detach(conn, conv_id)
+        if conn in self._mods:
+            self._mods.discard(conn)
+            if not self._mods:
+                self._unsubscribe_later(MOD_CHANNEL)
+        self._metrics.connections.set(self.connection_count)
+
+    async def attach(self, conn: Connection, conv_id: int, db_last: int) -> int:
+        """Adds the connection to a conversation's audience; returns the last seq the
+        client should take as known, so that everything after it reaches it live."""
+        conn.convs.add(conv_id)
+        st = self._served.get(conv_id)
+        if st is not None:
+            st.conns.add(conn)
+            return st.last
+        st = self._served[conv_id] = _Served(db_last)
+        st.conns.add(conn)
+        await self._subscribe(conv_channel(conv_id))
+        # What was committed between reading db_last and the subscription taking hold.
+        self._schedule_fill(conv_id, st, 0.0)
+        return db_last
+
+    def detach(self, conn: Connection, conv_id: int) -> None:
+        conn.convs.discard(conv_id)
+        st = self._served.get(conv_id)
+        if st is None:
+            return
+        st.conns.discard(conn)
+        if not st.conns:
+            del self._served[conv_id]
+            if st.timer is not None:
+                st.timer.cancel()
+            self._unsubscribe_later(conv_channel(conv_id))
+
+    def served_last(self, conv_id: int) -> int | None:
+        st = self._served.get(conv_id)
+        return None if st is None else st.last
+
+    async def mod_subscribe(self, conn: Connection) -> None:
+        first = not self._mods
+        self._mods.add(conn)
+        conn.mod_subscribed = True
+        if first:
+            await self._subscribe(MOD_CHANNEL)
+
+    def user_connections(self, user_id: int) -> list[Connection]:
+        return list(self._by_user.get(user_id, ()))
+
+    def close_all(self, code: int) -> None:
+        for conn in self.connections():
+            conn.close(code)
+
+    # -- publishing (after commit) ---------------------------------------------------
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Publishes through the broker; when it is down, this node's own audience still
+        gets the event at once, and the others catch up from storage when it is back."""
+        try:
+            await self._broker.publish(channel, payload)
+        except BrokerUnavailable:
+            self._metrics.broker_publish_failures.inc()
+            self.on_publication(channel, payload)
+
+    # -- the broker's handler -----------------------------------------------------------
+
+    def on_publication(self, channel: str, payload: bytes) -> None:
+        try:
+            event = events.decode(payload)
+            kind = event["k"]
+            if kind == "m":
+                self._on_message(event)
+            elif kind == "rm":
+                self._on_removed(event)
+            elif kind in ("conv", "left", "close", "notice"):
+                user_id = int(channel.rsplit(":", 1)[1])
+                self._on_user_event(user_id, kind, event)
+            elif kind == "ev":
+                self._on_mod_event(event)
+        except Exception:
+            log.exception("bad publication on %s", channel)
+
+    def on_broker_up(self, resubscribed: bool) -> None:
+        self.broker_up = True
+        if resubscribed:
+            self._metrics.broker_reconnects.inc()
+            for conv_id, st in list(self._served.items()):
+                self._schedule_fill(conv_id, st, 0.0)
+            if self.on_resume is not None:
+                self.on_resume()
+
+    def on_broker_down(self) -> None:
+        self.broker_up = False
+
+    # -- messages in seq order ---------------------------------------------------------
+
+    def _on_message(self, m: dict[str, Any]) -> None:
+        st = self._served.get(m["conv"])
+        if st is None:
+            return
+        seq = m["seq"]
+        if seq <= st.last:
+            return  # a duplicate, or already filled from storage
+        if seq == st.last + 1 and not st.filling:
+            self._deliver_live(st, m)
+            st.last = seq
+            if st.pending:
+                self._drain(st)
+            return
+        st.pending[seq] = m
+        if not st.filling and st.timer is None:
+            self._schedule_fill(m["conv"], st, GAP_WAIT_S)
+
+    def _drain(self, st: _Served) -> None:
+        pending = st.pending
+        while (m := pending.pop(st.last + 1, None)) is not None:
+            self._deliver_live(st, m)
+            st.last = m["seq"]
+        for seq in [s for s in pending if s <= st.last]:
+            del pending[seq]
+
+    def _deliver_live(self, st: _Served, m: dict[str, Any]) -> None:
+        self._push_all(st.conns, _msg_frame(m))
+        self._metrics.messages_delivered.inc(len(st.conns))
+
+    def _push_all(self, conns: Iterable[Connection], frame: dict[str, Any]) -> None:
+        encoded: dict[Codec, Data] = {}
+        for conn in list(conns):
+            data = encoded.get(conn.codec)
+            if data is None:
+                data = encoded[conn.codec] = conn.codec.encode(frame)
+            conn.push(data)
+
+    def _schedule_fill(self, conv_id: int, st: _Served, delay: float) -> None:
+        if st.timer is not None or st.filling:
+            return
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            st.timer = None
+            if self._served.get(conv_id) is st and not st.filling:
+                st.filling = True
+                self._spawn(self._fill(conv_id, st))
+
+        st.timer = loop.call_later(delay, start)
+
+    async def _fill(self, conv_id: int, st: _Served) -> None:
+        """Fetches what this node missed from storage and hands it out, paced."""
+        try:
+            while True:
+                try:
+                    rows, more = await self._storage.history(conv_id, st.last, FILL_PAGE)
+                except Exception as exc:
+                    log.warning("gap fill of conv %s failed: %r", conv_id, exc)
+                    return
+                rows = [r for r in rows if r.seq > st.last]
+                if not rows:
+                    return
+                self._metrics.gap_fills.inc()
+                if more:
+                    # Too long to replay live: tell the clients, they sync.
+                    conv = await self._storage.conversation(conv_id)
+                    if conv is None:
+                        return
+                    st.last = max(st.last, conv.last_seq)
+                    for c in list(st.conns):
+                        obj = views.conv_object(conv, c.user_id, last_seq=st.last)
+                        c.push(c.codec.encode(server_frames.conv_frame(obj)))
+                    return
+                frames = [_msg_frame(_stored_to_event(r)) for r in rows]
+                await self._paced_all(st.conns, frames)
+                self._metrics.messages_filled.inc(len(rows))
+                st.last = max(st.last, rows[-1].seq)
+                if not st.pending:
+                    return
+                self._drain(st)
+                if not st.pending:
+                    return
+        finally:
+            st.filling = False
+            if st.pending and self._served.get(conv_id) is st:
+                self._schedule_fill(conv_id, st, GAP_WAIT_S)
+
+    async def _paced_all(self, conns: Iterable[Connection], frames: list[dict[str, Any]]) -> None:
+        by_codec: dict[Codec, list[Data]] = {}
+
+        async def one(conn: Connection) -> None:
+            datas = by_codec.get(conn.codec)
+            if datas is None:
+                datas = by_codec[conn.codec] = [conn.codec.encode(f) for f in frames]
+            try:
+                for data in datas:
+                    await asyncio.wait_for(conn.reply(data), PACED_TIMEOUT_S)
+            except TimeoutError:
+                conn.abort(CloseCode.TOO_SLOW)
+
+        await asyncio.gather(*(one(c) for c in list(conns)))
+
+    async def _check_loop(self) -> None:
+        """Catches what no publication announced: a node that died between commit and
+        publish, or a publication lost in a broker outage."""
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            ids = list(self._served)
+            for i in range(0, len(ids), CHECK_CHUNK):
+                chunk = ids[i : i + CHECK_CHUNK]
+                try:
+                    lasts = await self._storage.last_seqs(chunk)
+                except Exception as exc:
+                    log.debug("periodic seq check failed: %r", exc)
+                    break
+                for conv_id, last in lasts.items():
+                    st = self._served.get(conv_id)
+                    if st is not None and last > st.last:
+                        self._schedule_fill(conv_id, st, 0.0)
+
+    def _on_removed(self, event: dict[str, Any]) -> None:
+        st = self._served.get(event["conv"])
+        if st is not None:
+            frame = server_frames.removed(conv=event["conv"], id=event["id"], seq=event["seq"])
+            self._push_all(st.conns, frame)
+
+    # -- per-user control --------------------------------------------------------------
+
+    def _on_user_event(self, user_id: int, kind: str, event: dict[str, Any]) -> None:
+        conns = self._by_user.get(user_id)
+        if not conns:
+            return
+        if kind == "close":
+            session = event.get("session")
+            code = int(event["code"])
+            for conn in list(conns):
+                if session is None or conn.session_id == session:
+                    last = None
+                    if code in (CloseCode.KICKED, CloseCode.BANNED):
+                        last = conn.codec.encode(server_frames.kicked(event.get("reason") or ""))
+                    conn.close(code, last)
+            return
+        if kind == "notice":
+            self._push_all(conns, server_frames.notice(event["text"], event["kind"]))
+            return
+        skip = event.get("skip")
+        targets = [c for c in conns if self.conn_key(c) != skip]
+        if kind == "conv":
+            conv = event["conv"]
+            self._spawn(self._attach_pushed(targets, conv))
+        elif kind == "left":
+            conv_id = int(event["conv"])
+            for conn in targets:
+                if conv_id in conn.convs:
+                    self.detach(conn, conv_id)
+                    conn.push(conn.codec.encode(server_frames.left(conv_id)))
+
+    async def _attach_pushed(self, conns: list[Connection], conv: dict[str, Any]) -> None:
+        conv_id = conv["conv"]
+        for conn in conns:
+            if conv_id in conn.convs or conn.closed:
+                continue
+            known = await self.attach(conn, conv_id, conv["last_seq"])
+            conn.push(conn.codec.encode(server_frames.conv_frame({**conv, "last_seq": known})))
+
+    def _on_mod_event(self, event: dict[str, Any]) -> None:
+        if self._mods:
+            self._push_all(self._mods, server_frames.mod_event(event["event"]))
+
+    # -- sessions after an outage ----------------------------------------------------------
+
+    async def recheck_sessions(self) -> int:
+        """Closes connections whose session was revoked (a ban, a logout) meanwhile."""
+        conns = self.connections()
+        if not conns:
+            return 0
+        active = await self._storage.active_sessions(sorted({c.session_id for c in conns}))
+        closed = 0
+        for conn in conns:
+            if conn.session_id not in active and not conn.closed:
+                conn.close(
+                    CloseCode.BANNED, conn.codec.encode(server_frames.kicked("session ended"))
+                )
+                closed += 1
+        return closed

@@ -1,0 +1,188 @@
+"""The WebSocket endpoint at /ws: the only code that touches Starlette's WebSocket.
+
+Negotiates the codec and checks the Origin before the upgrade, authenticates the first
+frame, then feeds every frame to the Session and lets the Connection write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from chatd import addresses, views
+from chatd.connection import Connection, Data
+from chatd.node import Node
+from chatd.session import Session
+from persistence.database import StorageUnavailable
+from protocol import server_frames
+from protocol.codec import Codec, negotiate
+from protocol.codes import CloseCode, ErrorCode
+from protocol.errors import ProtocolError
+from protocol.frames import Auth, parse_frame
+
+log = logging.getLogger("chatd.ws")
+
+
+class _AsgiTransport:
+    """Writes straight to the ASGI send callable: no per-frame state checks on the hot path."""
+
+    __slots__ = ("_closed", "_send")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._send = websocket._send
+        self._closed = False
+
+    async def send(self, data: Data) -> None:
+        if isinstance(data, bytes):
+            await self._send({"type": "websocket.send", "bytes": data})
+        else:
+            await self._send({"type": "websocket.send", "text": data})
+
+    async def close(self, code: int) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._send({"type": "websocket.close", "code": int(code), "reason": ""})
+
+
+def _payload(message: dict[str, Any]) -> Data | None:
+    data = message.get("bytes")
+    if data is not None:
+        return data  # type: ignore[no-any-return]
+    return message.get("text")  # type: ignore[no-any-return]
+
+
+def _deny(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def ws_endpoint(websocket: WebSocket) -> None:
+    node: Node = websocket.app.state.node
+    server_cfg = node.config.server
+    offered = list(websocket.scope.get("subprotocols") or ())
+    chosen = negotiate(offered)
+    if chosen is None:
+        await websocket.send_denial_response(
+            _deny(400, "bad_request", "offer chatd.v1.msgpack or chatd.v1.json")
+        )
+        return
+    codec, subprotocol = chosen
+    peer = websocket.client.host if websocket.client else None
+    proxies = websocket.app.state.trusted_proxies
+    host = addresses.request_host(peer, websocket.headers, proxies)
+    if not addresses.origin_allowed(
+        websocket.headers.get("origin"),
+        host=host,
+        scheme=websocket.url.scheme,
+        allowed=server_cfg.allowed_origins,
+    ):
+        await websocket.send_denial_response(_deny(403, "forbidden", "origin not allowed"))
+        return
+    if node.shutting_down:
+        await websocket.send_denial_response(_deny(503, "unavailable", "node is stopping"))
+        return
+    await websocket.accept(subprotocol=subprotocol)
+    transport = _AsgiTransport(websocket)
+    try:
+        await _serve(websocket, node, codec, transport)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("websocket failed")
+        with contextlib.suppress(Exception):
+            await transport.close(CloseCode.INTERNAL)
+
+
+async def _refuse_auth(transport: _AsgiTransport, codec: Codec, message: str) -> None:
+    error = server_frames.error(ErrorCode.UNAUTHENTICATED, message)
+    with contextlib.suppress(Exception):
+        await transport.send(codec.encode(error))
+        await transport.close(CloseCode.AUTH_FAILED)
+
+
+async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _AsgiTransport) -> None:
+    limits = node.config.limits
+    try:
+        first = await asyncio.wait_for(websocket.receive(), limits.auth_timeout_s)
+    except TimeoutError:
+        await transport.close(CloseCode.AUTH_FAILED)
+        return
+    if first["type"] != "websocket.receive":
+        return
+    rid = None
+    try:
+        obj = codec.decode(_payload(first) or b"")
+        frame = parse_frame(obj)
+        from protocol.codec import extract_rid
+
+        rid = extract_rid(obj)
+    except ProtocolError:
+        await _refuse_auth(transport, codec, "the first frame must be auth")
+        return
+    if not isinstance(frame, Auth):
+        await _refuse_auth(transport, codec, "the first frame must be auth")
+        return
+    try:
+        found = await node.accounts.authenticate(frame.token)
+    except StorageUnavailable:
+        error = server_frames.error(ErrorCode.UNAVAILABLE, "storage unavailable", rid=rid)
+        await transport.send(codec.encode(error))
+        await transport.close(CloseCode.INTERNAL)
+        return
+    if found is None:
+        await _refuse_auth(transport, codec, "bad, expired or revoked token")
+        return
+    session_id, user = found
+    hub = node.hub
+    conn = Connection(
+        conn_id=hub.new_conn_id(),
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        session_id=session_id,
+        codec=codec,
+        transport=transport,
+        buffer_frames=limits.send_buffer_frames,
+    )
+    conn.start()
+    await hub.register(conn)
+    session = Session(node=node, conn=conn, user=user)
+    try:
+        convs = await node.chat.conversations_for(user.id)
+        objs = []
+        for conv in convs:
+            known = await hub.attach(conn, conv.id, conv.last_seq)
+            objs.append(views.conv_object(conv, user.id, last_seq=known))
+        ready = server_frames.ready(
+            user=views.user_object(user),
+            session=session_id,
+            node=node.node_id,
+            server_time=_now_ms(),
+            conversations=objs,
+            rid=rid,
+        )
+        await conn.reply(codec.encode(ready))
+        receive = websocket.receive
+        while not conn.closed:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                break
+            data = _payload(message)
+            if data is not None:
+                await session.receive(data)
+    finally:
+        hub.unregister(conn)
+        await session.drain()
+        if not conn.closed:
+            conn.close(CloseCode.NORMAL)
+        await conn.wait_closed()
+
+
+def _now_ms() -> int:
+    from chatd.chat import now_ms
+
+    return now_ms()
