@@ -24,7 +24,9 @@ def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
     return any(ip in net for net in proxies)
 
 
-def client_address(peer: str | None, headers: Mapping[str, str], proxies: tuple[Network, ...]) -> str:
+def client_address(
+    peer: str | None, headers: Mapping[str, str], proxies: tuple[Network, ...]
+) -> str:
     """The right-most X-Forwarded-For address that is not a trusted proxy, when the peer
     itself is trusted; otherwise the peer."""
     peer = peer or ""

@@ -248,4 +248,3 @@ class Chat:
     ) -> tuple[list[Message], bool]:
         await self.check_member(conv_id, user_id)
         return await self.messages.history(conv_id, after, limit)
-

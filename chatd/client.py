@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Origin, Subprotocol
 
 # Seconds a request waits for its reply.
 REQUEST_TIMEOUT_S = 10.0
@@ -60,8 +61,8 @@ class ChatClient:
         sub = f"chatd.v1.{codec}"
         ws = await websockets.connect(
             url,
-            subprotocols=[sub],  # type: ignore[list-item]
-            origin=origin,  # type: ignore[arg-type]
+            subprotocols=[Subprotocol(sub)],
+            origin=Origin(origin) if origin else None,
             max_size=CLIENT_MAX_FRAME,
             compression=None,
             open_timeout=REQUEST_TIMEOUT_S,
@@ -85,12 +86,12 @@ class ChatClient:
     def encode(self, frame: dict[str, Any]) -> bytes | str:
         if self.codec == "json":
             return json.dumps(frame, separators=(",", ":"))
-        return msgpack.packb(frame, use_bin_type=True)  # type: ignore[no-any-return]
+        return msgpack.packb(frame, use_bin_type=True)
 
     def decode(self, data: bytes | str) -> dict[str, Any]:
         if isinstance(data, str):
-            return json.loads(data)  # type: ignore[no-any-return]
-        return msgpack.unpackb(data, raw=False)  # type: ignore[no-any-return]
+            return json.loads(data)
+        return msgpack.unpackb(data, raw=False)
 
     async def send_raw(self, data: bytes | str) -> None:
         await self.ws.send(data)
@@ -248,4 +249,4 @@ async def register(
     )
     if status != 201:
         raise RuntimeError(f"register {username}: {status} {body}")
-    return body  # type: ignore[no-any-return]
+    return body

@@ -146,7 +146,9 @@ def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{section}: unknown section in {path}")
         if not isinstance(table, dict):
             raise ConfigError(f"{section}: must be a table in {path}")
-    return {section: {k: (v, f"{section}.{k}") for k, v in t.items()} for section, t in data.items()}
+    return {
+        section: {k: (v, f"{section}.{k}") for k, v in t.items()} for section, t in data.items()
+    }
 
 
 def _from_environ(environ: typing.Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -247,17 +249,23 @@ def _check(config: Config) -> None:
         try:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
-            raise ConfigError(f"server.trusted_proxies: {net!r} is not an address or CIDR") from None
+            raise ConfigError(
+                f"server.trusted_proxies: {net!r} is not an address or CIDR"
+            ) from None
     for origin in s.allowed_origins:
         if "://" not in origin:
             raise ConfigError(f"server.allowed_origins: {origin!r} must be scheme://host[:port]")
     _positive("server.shutdown_grace_s", s.shutdown_grace_s)
     url = config.database.url
     if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
-        raise ConfigError("database.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        raise ConfigError(
+            "database.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
     _positive("database.batch_max", config.database.batch_max)
     broker = config.broker.url
-    if not (broker == "memory://" or broker.startswith(("redis://", "rediss://", "redis+cluster://"))):
+    if not (
+        broker == "memory://" or broker.startswith(("redis://", "rediss://", "redis+cluster://"))
+    ):
         raise ConfigError("broker.url: must be memory://, redis://... or redis+cluster://...")
     if not 0 <= config.accounts.min_age <= 150:
         raise ConfigError("accounts.min_age: must be 0 to 150")
@@ -281,4 +289,3 @@ def _check(config: Config) -> None:
 def describe(config: Config) -> dict[str, dict[str, Any]]:
     """The settings as plain data, for docs and `chatd config` output (no secrets held)."""
     return {name: dataclasses.asdict(getattr(config, name)) for name in _SECTIONS}
-

@@ -47,9 +47,7 @@ def removal_event(*, conv: int, id: int, seq: int) -> bytes:
     return encode({"k": "rm", "conv": conv, "id": id, "seq": seq})
 
 
-def membership_event(
-    kind: str, *, conv: dict[str, Any] | int, skip: str | None = None
-) -> bytes:
+def membership_event(kind: str, *, conv: dict[str, Any] | int, skip: str | None = None) -> bytes:
     """`conv` (with the conversation object) or `left` (with its id); skip names the
     connection ("node/conn") that asked and gets a reply instead of the push."""
     return encode({"k": kind, "conv": conv, "skip": skip})

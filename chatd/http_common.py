@@ -35,7 +35,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def error(
-    status: int, code: str, message: str, *, fields: dict[str, str] | None = None, retry_after_ms: int | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    fields: dict[str, str] | None = None,
+    retry_after_ms: int | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if fields:
@@ -51,7 +56,7 @@ class BadRequest(Exception):
 
 
 def node_of(request: Request) -> Node:
-    return request.app.state.node  # type: ignore[no-any-return]
+    return request.app.state.node
 
 
 async def json_body(request: Request) -> dict[str, Any]:

@@ -34,7 +34,7 @@ async def member_page(request: Request) -> Response:
 
 
 class _SecureStatic(StaticFiles):
-    async def get_response(self, path: str, scope):  # type: ignore[no-untyped-def]
+    async def get_response(self, path: str, scope):
         response = await super().get_response(path, scope)
         response.headers.update(SECURITY_HEADERS)
         return response

@@ -7,8 +7,8 @@ every node shares so that a node count never multiplies a budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -72,4 +72,3 @@ class MemoryRateLimiter:
     async def retry_after(self, key: str, *, window_s: int) -> int:
         now = self._clock()
         return max(1, math.ceil(((now // window_s + 1) * window_s - now) * 1000))
-

@@ -195,7 +195,9 @@ class Session:
         )
 
     async def on_sync(self, frame: f.Sync) -> None:
-        rows, more = await self.node.chat.history(self.user.id, frame.conv, frame.after, frame.limit)
+        rows, more = await self.node.chat.history(
+            self.user.id, frame.conv, frame.after, frame.limit
+        )
         for m in rows:
             await self.reply(views.message_object(m, rid=frame.rid))
         last = await self.node.chat.conversations.last_seq(frame.conv)
@@ -223,9 +225,7 @@ class Session:
         await self._attached_reply(conv, frame.rid)
 
     async def on_room_leave(self, frame: f.RoomLeave) -> None:
-        await self.node.chat.do_leave(
-            self.user, frame.conv, skip=self.node.hub.conn_key(self.conn)
-        )
+        await self.node.chat.do_leave(self.user, frame.conv, skip=self.node.hub.conn_key(self.conn))
         self.node.hub.detach(self.conn, frame.conv)
         await self.reply(server_frames.left(frame.conv, frame.rid))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -49,11 +50,11 @@ class _AsgiTransport:
             await self._send({"type": "websocket.close", "code": int(code), "reason": ""})
 
 
-def _payload(message: dict[str, Any]) -> Data | None:
+def _payload(message: Mapping[str, Any]) -> Data | None:
     data = message.get("bytes")
     if data is not None:
-        return data  # type: ignore[no-any-return]
-    return message.get("text")  # type: ignore[no-any-return]
+        return data
+    return message.get("text")
 
 
 def _deny(status: int, code: str, message: str) -> JSONResponse:
