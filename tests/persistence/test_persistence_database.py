@@ -1,0 +1,127 @@
+"""The engine: durability settings, ping, the storage-down boundary, append-only rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from persistence.database import Database
+from persistence.errors import StorageUnavailable
+from persistence.records import User
+from persistence.users import UserStore
+from persistence.writer import GroupCommitWriter
+
+AddUser = Callable[..., Awaitable[User]]
+
+# A port on 127.0.0.1 where nothing listens.
+DOWN_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
+
+
+async def test_durability_settings(db: Database) -> None:
+    settings = await db.durability_settings()
+    if db.dialect == "sqlite":
+        assert settings["journal_mode"] == "wal"
+        assert settings["synchronous"] in ("2", "full")
+    else:
+        assert db.dialect == "postgresql"
+        assert settings == {"synchronous_commit": "on"}
+
+
+async def test_sqlite_connection_pragmas(tmp_path: Path) -> None:
+    db = await Database.connect(f"sqlite:///{tmp_path / 'p.db'}")  # plain URL gets aiosqlite
+    try:
+        assert db.engine.url.drivername == "sqlite+aiosqlite"
+        async with db.read() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 10_000
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2
+
+        # The writer's own connection (run_write, in its thread) is the one that commits
+        # messages: it must be as durable.
+        def pragmas(conn: Connection) -> tuple[object, ...]:
+            return tuple(
+                conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            )
+
+        assert await db.run_write(pragmas) == ("wal", 2, 1, 10_000)
+    finally:
+        await db.close()
+
+
+async def test_ping(db: Database) -> None:
+    assert await db.ping() is True
+
+
+async def test_ping_false_and_fast_when_down() -> None:
+    db = await Database.connect(DOWN_PG_URL)
+    try:
+        started = time.monotonic()
+        assert await db.ping() is False
+        assert time.monotonic() - started < 5
+    finally:
+        await db.close()
+
+
+async def test_stores_raise_storage_unavailable_when_down(tmp_path: Path) -> None:
+    for url in (DOWN_PG_URL, f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"):
+        db = await Database.connect(url)
+        try:
+            with pytest.raises(StorageUnavailable):
+                await UserStore(db).by_id(1)
+        finally:
+            await db.close()
+
+
+async def test_writer_on_sqlite_memory_database_uses_the_async_engine() -> None:
+    """A :memory: database exists once per connection: the writer must not open another."""
+    from persistence.schema import metadata
+
+    db = await Database.connect("sqlite+aiosqlite:///:memory:")
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(metadata.create_all)
+        writer = GroupCommitWriter(db)
+        await writer.start()
+        try:
+            with pytest.raises(Exception, match="conversation"):
+                await writer.append(
+                    sender_id=1, sender_username="a", conv_id=1, cmid="c", text="t", ts=1
+                )
+        finally:
+            await writer.stop()
+    finally:
+        await db.close()
+
+
+async def test_messages_are_append_only(db: Database, add_user: AddUser) -> None:
+    from persistence.conversations import ConversationStore
+
+    alice = await add_user("alice")
+    joined = await ConversationStore(db).join_room("r", "R", alice.id, 1, create=True)
+    assert joined is not None
+    writer = GroupCommitWriter(db)
+    await writer.start()
+    try:
+        await writer.append(
+            sender_id=alice.id,
+            sender_username="alice",
+            conv_id=joined[0].id,
+            cmid="1",
+            text="evidence",
+            ts=1,
+        )
+    finally:
+        await writer.stop()
+    for statement in ("UPDATE messages SET text = 'changed'", "DELETE FROM messages"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with db.write() as conn:
+                await conn.execute(text(statement))
+    async with db.read() as conn:
+        assert (await conn.execute(text("SELECT text FROM messages"))).scalar_one() == "evidence"
