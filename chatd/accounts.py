@@ -7,6 +7,8 @@ the safety work links returning banned accounts by them.
 from __future__ import annotations
 
 import datetime
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,8 @@ from persistence.sightings import SightingStore
 from persistence.users import UsernameTaken, UserStore
 from protocol import text as checks
 from protocol.codes import CloseCode
+
+log = logging.getLogger("chatd.accounts")
 
 # Seconds in the registration window (limits.register_per_address_per_hour).
 REGISTER_WINDOW_S = 3600
@@ -62,6 +66,8 @@ class Accounts:
         self.hub = hub
         self.accounts = accounts
         self.limits = limits
+        # Called with each new account once it is stored (the ban-evasion check).
+        self.on_registered: Callable[[User], Awaitable[object]] | None = None
 
     async def check_registration(self, body: dict[str, Any]) -> dict[str, Any]:
         """Validates every field, collecting all errors as PROTOCOL.md's `fields` map."""
@@ -111,6 +117,11 @@ class Accounts:
         # Only registrations that created an account count (PROTOCOL.md section 8).
         await self.limiter.add(key, window_s=REGISTER_WINDOW_S)
         token = await self._new_session(user, client, "registration")
+        if self.on_registered is not None:
+            try:
+                await self.on_registered(user)
+            except Exception:  # the account exists: a failed check must not undo that
+                log.exception("registration check of user %s failed", user.id)
         return user, token
 
     async def _new_session(self, user: User, client: Client, kind: str) -> str:

@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from chatd import http_api, http_ops, pages
+import moderation
+from chatd import http_api, http_mod, http_ops, pages
 from chatd.addresses import parse_networks
 from chatd.config import Config
 from chatd.node import Node
 from chatd.ws import ws_endpoint
+
+# The moderation console: one page and its static files, under the members' page's CSP.
+# (__path__, not __file__: an editable install may present the package as a namespace.)
+CONSOLE_STATIC = Path(next(iter(moderation.__path__))) / "static"
+
+
+async def console_page(request: Request) -> Response:
+    return pages.page(CONSOLE_STATIC / "console.html")
+
+
+def console_routes() -> list[BaseRoute]:
+    return [
+        Route("/console", console_page, methods=["GET"]),
+        Mount("/console/static", app=pages._SecureStatic(directory=CONSOLE_STATIC)),
+    ]
 
 
 def build_app(config: Config, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
@@ -29,7 +48,9 @@ def build_app(config: Config, *, extra_routes: list[BaseRoute] | None = None) ->
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", ws_endpoint),
         *http_api.routes(),
+        *http_mod.routes(),
         *http_ops.routes(),
+        *console_routes(),
         *(extra_routes or []),
         *pages.routes(),
     ]

@@ -67,7 +67,8 @@ async def json_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: arrays nested some thousands deep, which json.loads cannot take.
         raise BadRequest("body is not JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("body is not a JSON object")

@@ -164,8 +164,12 @@ class Hub:
         except BrokerUnavailable:
             pass  # resubscribed with everything else when the broker is back
 
-    def _unsubscribe_later(self, channel: str) -> None:
+    def _unsubscribe_later(self, channel: str, needed: Callable[[], bool]) -> None:
         async def unsubscribe() -> None:
+            # A connection may have needed the channel again before this task ran; its
+            # subscribe found the channel still subscribed and returned at once.
+            if needed():
+                return
             with contextlib.suppress(BrokerUnavailable):
                 await self._broker.unsubscribe(channel)
 
@@ -189,13 +193,14 @@ class Hub:
             conns.discard(conn)
             if not conns:
                 del self._by_user[conn.user_id]
-                self._unsubscribe_later(user_channel(conn.user_id))
+                user_id = conn.user_id
+                self._unsubscribe_later(user_channel(user_id), lambda: user_id in self._by_user)
         for conv_id in list(conn.convs):
             self.detach(conn, conv_id)
         if conn in self._mods:
             self._mods.discard(conn)
             if not self._mods:
-                self._unsubscribe_later(MOD_CHANNEL)
+                self._unsubscribe_later(MOD_CHANNEL, lambda: bool(self._mods))
         self._metrics.connections.set(self.connection_count)
 
     async def attach(self, conn: Connection, conv_id: int, db_last: int) -> int:
@@ -208,7 +213,13 @@ class Hub:
             return st.last
         st = self._served[conv_id] = _Served(db_last)
         st.conns.add(conn)
-        await self._subscribe(conv_channel(conv_id))
+        # Publications that arrive while the subscription takes hold wait in pending, as
+        # during a fill: the caller's reply (`conv`, `ready`) must go out before any msg.
+        st.filling = True
+        try:
+            await self._subscribe(conv_channel(conv_id))
+        finally:
+            st.filling = False
         # What was committed between reading db_last and the subscription taking hold.
         self._schedule_fill(conv_id, st, 0.0)
         return db_last
@@ -223,7 +234,7 @@ class Hub:
             del self._served[conv_id]
             if st.timer is not None:
                 st.timer.cancel()
-            self._unsubscribe_later(conv_channel(conv_id))
+            self._unsubscribe_later(conv_channel(conv_id), lambda: conv_id in self._served)
 
     def served_last(self, conv_id: int) -> int | None:
         st = self._served.get(conv_id)
@@ -243,15 +254,30 @@ class Hub:
         for conn in self.connections():
             conn.close(code)
 
+    async def close_user(self, user_id: int, code: int, reason: str) -> int:
+        """Closes every connection of the user on every node (`kicked{reason}` first for
+        4003 and 4004); returns how many of them were this node's."""
+        local = sum(1 for conn in self._by_user.get(user_id, ()) if not conn.closed)
+        await self.publish(user_channel(user_id), events.close_event(code=code, reason=reason))
+        return local
+
     # -- publishing (after commit) ---------------------------------------------------
 
     async def publish(self, channel: str, payload: bytes) -> None:
         """Publishes through the broker; when it is down, this node's own audience still
-        gets the event at once, and the others catch up from storage when it is back."""
+        gets the event at once, and the others catch up from storage when it is back.
+
+        Down means this node's subscriptions are: after a Redis restart the publisher may
+        reconnect before the subscriber, and a publication that Redis took would then not
+        come back to this node. Delivering it here too is safe: a msg that also comes
+        back is dropped by its seq, a membership change by the state it finds."""
+        heard = self.broker_up
         try:
             await self._broker.publish(channel, payload)
         except BrokerUnavailable:
             self._metrics.broker_publish_failures.inc()
+            heard = False
+        if not (heard and self.broker_up):
             self.on_publication(channel, payload)
 
     # -- the broker's handler -----------------------------------------------------------
@@ -360,7 +386,12 @@ class Hub:
                         c.push(c.codec.encode(server_frames.conv_frame(obj)))
                     return
                 frames = [_msg_frame(_stored_to_event(r)) for r in rows]
-                await self._paced_all(st.conns, frames)
+                # A connection attached while the frames went out was told st.last (not
+                # yet moved on), so it needs them too: hand out until nobody new came.
+                served: set[Connection] = set()
+                while late := [c for c in st.conns if c not in served]:
+                    served.update(late)
+                    await self._paced_all(late, frames)
                 self._metrics.messages_filled.inc(len(rows))
                 st.last = max(st.last, rows[-1].seq)
                 if not st.pending:

@@ -17,7 +17,9 @@ from chatd.chat import Chat
 from chatd.config import Config
 from chatd.hub import Hub
 from chatd.metrics import Metrics
+from chatd.mod_bridge import HubNotifier, ReportDesk
 from chatd.ratelimit import MemoryRateLimiter, RateLimiter
+from moderation.service import Moderation
 from persistence.blocks import BlockStore
 from persistence.conversations import ConversationStore
 from persistence.database import Database
@@ -123,6 +125,16 @@ class Node:
             accounts=cfg.accounts,
             limits=cfg.limits,
         )
+        self.moderation = Moderation(
+            db=db,
+            notifier=HubNotifier(self.hub),
+            budget=self.limiter,
+            gate_days=cfg.moderation.gate_days,
+            reports_per_hour=cfg.limits.reports_per_hour,
+        )
+        self.reports = ReportDesk(self.moderation)
+        # Ban evasion: a new account linked to a banned one alerts the moderators.
+        self.accounts.on_registered = self.moderation.alerts.do_check_registration
         await self.broker.start(self.hub)
         self.hub.start()
         log.info("node %s started", self.node_id)

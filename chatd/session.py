@@ -97,7 +97,8 @@ class Session:
             rid = extract_rid(obj)
             frame = f.parse_frame(obj)
         except ProtocolError as exc:
-            await self.bad_frame(exc, rid, obj)
+            # A frame the decoder refused may still have carried a good rid: exc has it.
+            await self.bad_frame(exc, rid if rid is not None else exc.rid, obj)
             return
         handler = self._handlers.get(type(frame))
         if handler is None:  # a frame type the protocol knows but sessions do not take
@@ -116,10 +117,8 @@ class Session:
             await self.reply_error("internal", "internal error", rid=frame.rid)
 
     async def bad_frame(self, exc: ProtocolError, rid: Any, obj: Any) -> None:
-        cmid = None
-        if isinstance(obj, dict) and obj.get("t") == "send" and isinstance(obj.get("cmid"), str):
-            cmid = obj["cmid"]
-        await self.reply_error(str(exc.code), exc.message, rid=rid, field=exc.field, cmid=cmid)
+        # parse_frame puts a send's cmid on the error when it is a good one.
+        await self.reply_error(str(exc.code), exc.message, rid=rid, field=exc.field, cmid=exc.cmid)
         if exc.code in BAD_FRAME_CODES:
             self.node.metrics.bad_frames.inc()
             if self._count(self._bad) >= self._bad_limit:
