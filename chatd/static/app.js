@@ -21,6 +21,14 @@ const EARLIER_PAGE = 50; // messages loaded by "Show earlier messages"
 const SYNC_PAGE = 200; // messages per sync page (the protocol allows 1 to 500)
 const MAX_TEXT = 4000; // code points of a message after trimming (PROTOCOL.md section 1)
 const NEAR_BOTTOM_PX = 120; // px from the bottom within which new messages keep the view pinned
+const MAX_NOTE = 2000; // code points of a report's note (PROTOCOL.md section 3)
+const REPORT_TIMEOUT_MS = 10000; // ms a report or block waits for its answer before it counts as failed
+const TOAST_MS = 6000; // ms a thank-you stays on screen
+const TOAST_LONG_MS = 12000; // ms a toast with a button in it, or an error, stays on screen
+const TOASTS_SHOWN = 3; // toasts on screen at once; the oldest goes first
+const MENU_GAP_PX = 6; // px between the report menu and the control that opened it
+const MENU_MARGIN_PX = 8; // px the report menu keeps from the edges of the window
+const NARROW = "(max-width: 720px)"; // as in app.css: the menu is a sheet at the bottom there
 
 // Close codes after which the page must not reconnect by itself (PROTOCOL.md section 5).
 const CLOSE_AUTH_FAILED = 4001;
@@ -59,8 +67,31 @@ function setText(node, text) {
   show(node, Boolean(text));
 }
 
-/** A user's name as a hook for per-user actions (a "report" link comes later). */
+/** Another member, whom the page may offer to report or block (not the member, not nobody). */
+function isOther(user) {
+  return Boolean(user && user.id !== null && user.id !== undefined && state.user) &&
+    user.id !== state.user.id;
+}
+
+/**
+ * A user's name. Another member's name is a button that opens the report menu for them (the
+ * "user menu"): a category chosen there sends the report.
+ */
 function userName(user, extraClass = "") {
+  const label = isOther(user)
+    ? h(
+        "button",
+        {
+          type: "button",
+          class: "name-button",
+          "data-testid": "user-menu",
+          "aria-haspopup": "dialog",
+          title: `Report or block ${user.username}`,
+          onclick: (event) => openReportMenu(event.currentTarget, userTarget(user)),
+        },
+        user.username,
+      )
+    : user.username;
   return h(
     "span",
     {
@@ -69,7 +100,7 @@ function userName(user, extraClass = "") {
       "data-user-id": user.id,
       "data-username": user.username,
     },
-    user.username,
+    label,
   );
 }
 
@@ -139,6 +170,7 @@ const state = {
   pongTimer: null,
   kickReason: null, // from the `kicked` frame that precedes close 4003/4004
   loggingOut: false,
+  blocked: new Set(), // ids of users this page blocked (the server keeps the blocks themselves)
 };
 
 // -- screens -------------------------------------------------------------------------------
@@ -174,11 +206,13 @@ const ui = {
   convTitle: $("conv-title"),
   convSub: $("conv-sub"),
   leave: $("leave"),
+  dmReport: $("dm-report"),
   scroller: $("scroller"),
   earlier: $("earlier"),
   messages: $("messages"),
   composer: $("composer"),
   sendInput: $("send-input"),
+  toasts: $("toasts"),
 };
 
 function showAuth(message = "") {
@@ -345,6 +379,8 @@ function endSession(message) {
     kickReason: null,
   });
   ui.notices.replaceChildren();
+  ui.toasts.replaceChildren();
+  state.blocked.clear();
   show(ui.disconnect, false);
   closeConversationView();
   renderSidebar();
@@ -788,6 +824,395 @@ function sendErrorText(frame) {
   return typeof frame.message === "string" ? frame.message : frame.code;
 }
 
+// -- reporting -----------------------------------------------------------------------------
+
+/*
+ * Reporting takes two clicks: "Report" (on a message, or another member's name), then the
+ * category, which sends the report at once. A note and "also block" can be set before that.
+ * Members rarely report, so nothing else stands in the way: no confirmation, no form to fill.
+ */
+
+// The categories of PROTOCOL.md section 3, in the order offered, with plain-language labels.
+const REPORT_CATEGORIES = [
+  ["minor_sexual", "Sexual contact with a minor / grooming"],
+  ["sexual", "Unwanted sexual contact"],
+  ["harassment", "Harassment or bullying"],
+  ["threat", "Threats"],
+  ["fake_account", "Fake age or identity"],
+  ["ban_evasion", "Banned user back again"],
+  ["spam", "Spam"],
+  ["other", "Something else"],
+];
+
+const THANKS = "Thank you — a moderator will look at it.";
+
+const menu = {
+  root: $("report-menu"),
+  title: $("report-title"),
+  close: $("report-close"),
+  note: $("report-note"),
+  blockRow: $("report-block-row"),
+  block: $("report-block"),
+  blockLabel: $("report-block-label"),
+  categories: $("report-categories"),
+  error: $("report-error"),
+  target: null, // what the open menu reports: messageTarget() or userTarget()
+  anchor: null, // the control that opened it; focus goes back there on close
+  sending: false,
+};
+
+function messageTarget(message) {
+  return { kind: "msg", msg: message.id, user: { ...message.from } };
+}
+
+function userTarget(user) {
+  return { kind: "user", user: { id: user.id, username: user.username } };
+}
+
+for (const [category, label] of REPORT_CATEGORIES) {
+  menu.categories.append(
+    h(
+      "li",
+      {},
+      h(
+        "button",
+        {
+          type: "button",
+          class: "report-category",
+          "data-testid": "report-category",
+          "data-category": category,
+          onclick: () => chooseCategory(category),
+        },
+        label,
+      ),
+    ),
+  );
+}
+
+function categoryButtons() {
+  return [...menu.categories.querySelectorAll("button")];
+}
+
+function renderMenuTitle() {
+  const { target } = menu;
+  if (!target) return;
+  const name = target.user.username;
+  const blocking = menu.block.checked && !menu.blockRow.hidden;
+  if (target.kind === "msg") {
+    menu.title.textContent = blocking
+      ? `Block ${name} and report this message`
+      : `Report a message from ${name}`;
+  } else {
+    menu.title.textContent = blocking ? `Block and report ${name}` : `Report ${name}`;
+  }
+}
+
+function openReportMenu(anchor, target) {
+  if (!menu.root.hidden && menu.anchor === anchor) {
+    closeReportMenu(true); // the same control again toggles the menu shut
+    return;
+  }
+  menu.target = target;
+  menu.anchor = anchor;
+  menu.sending = false;
+  menu.root.dataset.kind = target.kind;
+  menu.note.value = "";
+  menu.block.checked = false;
+  menu.blockLabel.textContent = `Also block ${target.user.username}`;
+  show(menu.blockRow, !state.blocked.has(target.user.id));
+  setText(menu.error, "");
+  for (const button of categoryButtons()) button.disabled = false;
+  renderMenuTitle();
+  anchor.setAttribute("aria-expanded", "true");
+  show(menu.root, true);
+  placeReportMenu();
+  categoryButtons()[0].focus();
+}
+
+/** Close the menu; `refocus` puts focus back on the control that opened it. */
+function closeReportMenu(refocus) {
+  if (menu.root.hidden) return;
+  show(menu.root, false);
+  const anchor = menu.anchor;
+  menu.target = null;
+  menu.anchor = null;
+  if (anchor) {
+    anchor.setAttribute("aria-expanded", "false");
+    if (refocus && anchor.isConnected) anchor.focus();
+  }
+}
+
+/** Beside the control that opened it, inside the window; a bottom sheet on narrow screens. */
+function placeReportMenu() {
+  const root = menu.root;
+  if (root.hidden) return;
+  if (window.matchMedia(NARROW).matches || !menu.anchor || !menu.anchor.isConnected) {
+    if (window.matchMedia(NARROW).matches) {
+      root.style.left = "";
+      root.style.top = "";
+    }
+    return;
+  }
+  // Styles set through the CSSOM, as here, are not inline styles to the CSP.
+  const box = menu.anchor.getBoundingClientRect();
+  const width = root.offsetWidth;
+  const height = root.offsetHeight;
+  const maxLeft = window.innerWidth - width - MENU_MARGIN_PX;
+  // Under a name on the left, the menu starts where it starts; under a control on the right
+  // ("Report" ends a message's head), it ends where that ends: it opens towards the middle.
+  const leftward = box.left + box.width / 2 > window.innerWidth / 2;
+  const wanted = leftward ? box.right - width : box.left;
+  const left = Math.max(MENU_MARGIN_PX, Math.min(wanted, maxLeft));
+  let top = box.bottom + MENU_GAP_PX;
+  if (top + height > window.innerHeight - MENU_MARGIN_PX) {
+    top = box.top - height - MENU_GAP_PX; // no room below: open upwards
+  }
+  top = Math.max(MENU_MARGIN_PX, top);
+  root.style.left = `${Math.round(left)}px`;
+  root.style.top = `${Math.round(top)}px`;
+}
+
+async function chooseCategory(category) {
+  const target = menu.target;
+  if (!target || menu.sending) return;
+  const note = menu.note.value.trim();
+  if ([...note].length > MAX_NOTE) {
+    setText(menu.error, `A note can have at most ${MAX_NOTE} characters.`);
+    return;
+  }
+  const alsoBlock = menu.block.checked && !menu.blockRow.hidden;
+  menu.sending = true;
+  setText(menu.error, "");
+  for (const button of categoryButtons()) button.disabled = true;
+
+  let blockFailure = null;
+  if (alsoBlock) blockFailure = await blockUser(target.user);
+  const frame = { t: "report", category };
+  if (target.kind === "msg") frame.msg = target.msg;
+  else frame.user = target.user.id;
+  if (note) frame.note = note;
+  const failure = await sendReport(frame);
+
+  const stillOpen = menu.target === target;
+  if (stillOpen) {
+    menu.sending = false;
+    for (const button of categoryButtons()) button.disabled = false;
+  }
+  const name = target.user.username;
+  if (failure) {
+    const text = alsoBlock && !blockFailure
+      ? `You blocked ${name}, but the report was not sent: ${failure}`
+      : `The report was not sent: ${failure}`;
+    if (stillOpen) {
+      if (alsoBlock && !blockFailure) show(menu.blockRow, false);
+      renderMenuTitle();
+      setText(menu.error, text);
+      const chosen = categoryButtons().find((b) => b.dataset.category === category);
+      if (chosen) chosen.focus(); // one more press tries again
+    } else {
+      showToast(text, { kind: "error" });
+    }
+    return;
+  }
+  if (stillOpen) closeReportMenu(true);
+  if (alsoBlock && blockFailure) {
+    showToast(THANKS, { detail: `${name} could not be blocked: ${blockFailure}`, block: target.user });
+  } else if (alsoBlock) {
+    showToast(THANKS, { detail: `You blocked ${name}. They can no longer message you.` });
+  } else {
+    showToast(THANKS, { block: state.blocked.has(target.user.id) ? null : target.user });
+  }
+}
+
+/** A request over the socket with a deadline; rejects when not connected or unanswered. */
+function requestWithin(frame, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no answer")), ms);
+    request(frame).then(
+      (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      },
+      (error) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** Send a report; null when it was filed, else what went wrong, in words. */
+async function sendReport(frame) {
+  if (state.ready) {
+    try {
+      const reply = await requestWithin(frame, REPORT_TIMEOUT_MS);
+      if (reply.t === "reported") return null;
+      return reportErrorText(reply.code, reply.retry_after, reply.message);
+    } catch {
+      // The socket went away (or never answered): try the same report over HTTP.
+    }
+  }
+  const { t, ...body } = frame;
+  try {
+    const result = await postJson("/api/reports", body, state.token);
+    if (result.ok) return null;
+    const error = (result.body && result.body.error) || {};
+    return reportErrorText(error.code, result.retryAfter * 1000, error.message);
+  } catch {
+    return "the page is not connected. Check your connection and try again.";
+  }
+}
+
+function reportErrorText(code, retryAfterMs, message) {
+  switch (code) {
+    case "not_found":
+      return "that message or member could not be found.";
+    case "rate_limited":
+      return (
+        "you have sent many reports in a short time. " +
+        `Try again in ${seconds(Number(retryAfterMs) || RETRY_DEFAULT_MS)} s.`
+      );
+    case "unavailable":
+      return "the server is busy. Try again in a moment.";
+    default:
+      return typeof message === "string" && message ? `${message}.` : "something went wrong.";
+  }
+}
+
+/** Block a user; null when done, else what went wrong, in words. */
+async function blockUser(user) {
+  let reply;
+  try {
+    reply = await requestWithin({ t: "block", user: user.id }, REPORT_TIMEOUT_MS);
+  } catch {
+    return "the page is not connected.";
+  }
+  if (reply.t === "ok") {
+    state.blocked.add(user.id);
+    return null;
+  }
+  if (reply.code === "not_found") return "that member could not be found.";
+  return typeof reply.message === "string" && reply.message ? `${reply.message}.` : "it failed.";
+}
+
+menu.close.addEventListener("click", () => closeReportMenu(true));
+menu.block.addEventListener("change", renderMenuTitle);
+
+// Up and down walk the categories, as in a menu.
+menu.root.addEventListener("keydown", (event) => {
+  const buttons = categoryButtons();
+  const at = buttons.indexOf(document.activeElement);
+  if (at < 0) return;
+  const moves = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: buttons.length - 1 };
+  if (!(event.key in moves)) return;
+  event.preventDefault();
+  buttons[(moves[event.key] + buttons.length) % buttons.length].focus();
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !menu.root.hidden) {
+    event.preventDefault();
+    closeReportMenu(true);
+  }
+});
+
+// A press outside the menu closes it (a press on its own control toggles it, above).
+document.addEventListener("pointerdown", (event) => {
+  if (menu.root.hidden) return;
+  if (menu.root.contains(event.target)) return;
+  if (menu.anchor && menu.anchor.contains(event.target)) return;
+  closeReportMenu(false);
+});
+
+// Tabbing out of the menu closes it, so it never hangs about behind the focus.
+menu.root.addEventListener("focusout", (event) => {
+  const next = event.relatedTarget;
+  if (next && !menu.root.contains(next) && next !== menu.anchor) closeReportMenu(false);
+});
+
+ui.scroller.addEventListener("scroll", placeReportMenu, { passive: true });
+window.addEventListener("resize", placeReportMenu);
+
+// -- toasts --------------------------------------------------------------------------------
+
+/**
+ * A short message at the bottom of the window. `detail` is a second line; `block` a user to
+ * offer blocking; `kind` is "ok" or "error". It goes by itself, but not while pointed at or
+ * focused, so its button can be reached.
+ */
+function showToast(text, { detail = null, block = null, kind = "ok" } = {}) {
+  const stays = kind === "error" || block ? TOAST_LONG_MS : TOAST_MS;
+  let timer = null;
+  const item = h("li", {
+    class: `toast toast-${kind}`,
+    "data-testid": "toast",
+    "data-kind": kind,
+    role: kind === "error" ? "alert" : "status",
+  });
+  const dismiss = () => {
+    clearTimeout(timer);
+    item.remove();
+  };
+  const wait = () => {
+    clearTimeout(timer);
+    timer = setTimeout(dismiss, stays);
+  };
+  const body = h(
+    "div",
+    { class: "toast-body" },
+    h("p", { class: "toast-text", "data-testid": "toast-text" }, text),
+    detail ? h("p", { class: "toast-detail", "data-testid": "toast-detail" }, detail) : null,
+  );
+  const actions = h("div", { class: "toast-actions" });
+  if (block) {
+    actions.append(
+      h(
+        "button",
+        {
+          type: "button",
+          class: "toast-button",
+          "data-testid": "toast-block",
+          onclick: async (event) => {
+            const button = event.currentTarget;
+            button.disabled = true;
+            const failure = await blockUser(block);
+            dismiss();
+            if (failure) {
+              showToast(`${block.username} was not blocked: ${failure}`, { kind: "error" });
+            } else {
+              showToast(`You blocked ${block.username}. They can no longer message you.`);
+            }
+          },
+        },
+        `Block ${block.username}`,
+      ),
+    );
+  }
+  actions.append(
+    h(
+      "button",
+      {
+        type: "button",
+        class: "toast-close",
+        "aria-label": "Dismiss",
+        "data-testid": "toast-dismiss",
+        onclick: dismiss,
+      },
+      "×",
+    ),
+  );
+  item.append(body, actions);
+  item.addEventListener("pointerenter", () => clearTimeout(timer));
+  item.addEventListener("pointerleave", wait);
+  item.addEventListener("focusin", () => clearTimeout(timer));
+  item.addEventListener("focusout", (event) => {
+    if (!item.contains(event.relatedTarget)) wait();
+  });
+  while (ui.toasts.children.length >= TOASTS_SHOWN) ui.toasts.firstElementChild.remove();
+  ui.toasts.append(item);
+  wait();
+}
+
 // -- notices -------------------------------------------------------------------------------
 
 const NOTICE_LABELS = {
@@ -982,6 +1407,7 @@ ui.roomForm.addEventListener("submit", (event) => {
 function openConversation(id) {
   const conv = state.convs.get(id);
   if (!conv) return;
+  closeReportMenu(false);
   state.openId = id;
   try {
     sessionStorage.setItem(OPEN_KEY, String(id));
@@ -999,6 +1425,7 @@ function openConversation(id) {
 }
 
 function closeConversationView() {
+  closeReportMenu(false);
   state.openId = null;
   try {
     sessionStorage.removeItem(OPEN_KEY);
@@ -1025,13 +1452,22 @@ function renderConversationHeader() {
   if (conv.kind === "dm") {
     ui.convTitle.replaceChildren(userName(otherMember(conv)));
     ui.convSub.textContent = "Direct message";
+    const other = otherMember(conv);
+    show(ui.dmReport, isOther(other));
+    ui.dmReport.setAttribute("aria-label", `Report ${other.username}`);
   } else {
+    show(ui.dmReport, false);
     ui.convTitle.replaceChildren(conv.title);
     const count = conv.members.length;
     ui.convSub.textContent = `Room · ${count} ${count === 1 ? "member" : "members"}`;
   }
   show(ui.leave, conv.kind === "room");
 }
+
+ui.dmReport.addEventListener("click", () => {
+  const conv = state.convs.get(state.openId);
+  if (conv && conv.kind === "dm") openReportMenu(ui.dmReport, userTarget(otherMember(conv)));
+});
 
 ui.leave.addEventListener("click", async () => {
   const conv = state.convs.get(state.openId);
@@ -1076,10 +1512,24 @@ function scrollToBottom() {
   ui.scroller.scrollTop = ui.scroller.scrollHeight;
 }
 
-/**
- * One message. The data attributes name it for actions added later (reporting a message or
- * its sender); `.msg-actions` is where they go.
- */
+/** The quiet "Report" control of another member's message, in its `.msg-actions`. */
+function reportMessageButton(message) {
+  if (!isOther(message.from) || message.removed || message.provisional) return null;
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "quiet msg-report",
+      "data-testid": "report-message",
+      "aria-haspopup": "dialog",
+      "aria-label": `Report this message from ${message.from.username}`,
+      onclick: (event) => openReportMenu(event.currentTarget, messageTarget(message)),
+    },
+    "Report",
+  );
+}
+
+/** One message; its data attributes name it, `.msg-actions` holds what can be done with it. */
 function messageElement(message) {
   const mine = Boolean(state.user && message.from.id === state.user.id);
   const classes = ["msg"];
@@ -1112,7 +1562,11 @@ function messageElement(message) {
         },
         shortTime(message.ts),
       ),
-      h("span", { class: "msg-actions", "data-testid": "message-actions" }),
+      h(
+        "span",
+        { class: "msg-actions", "data-testid": "message-actions" },
+        reportMessageButton(message),
+      ),
     ),
     message.removed
       ? h("p", { class: "msg-text msg-gone", "data-testid": "message-text" }, "message removed")
