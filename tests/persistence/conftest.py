@@ -7,9 +7,9 @@ import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
