@@ -21,7 +21,7 @@ from chatd.node import Node
 from chatd.session import Session
 from persistence.database import StorageUnavailable
 from protocol import server_frames
-from protocol.codec import Codec, negotiate
+from protocol.codec import Codec, Rid, extract_rid, negotiate
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import ProtocolError
 from protocol.frames import Auth, parse_frame
@@ -98,8 +98,10 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             await transport.close(CloseCode.INTERNAL)
 
 
-async def _refuse_auth(transport: _AsgiTransport, codec: Codec, message: str) -> None:
-    error = server_frames.error(ErrorCode.UNAUTHENTICATED, message)
+async def _refuse_auth(
+    transport: _AsgiTransport, codec: Codec, message: str, rid: Rid = None
+) -> None:
+    error = server_frames.error(ErrorCode.UNAUTHENTICATED, message, rid=rid)
     with contextlib.suppress(Exception):
         await transport.send(codec.encode(error))
         await transport.close(CloseCode.AUTH_FAILED)
@@ -117,15 +119,14 @@ async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _Asg
     rid = None
     try:
         obj = codec.decode(_payload(first) or b"")
+        rid = extract_rid(obj)  # the refusal is a reply too: it echoes a good rid
         frame = parse_frame(obj)
-        from protocol.codec import extract_rid
-
-        rid = extract_rid(obj)
-    except ProtocolError:
-        await _refuse_auth(transport, codec, "the first frame must be auth")
+    except ProtocolError as exc:
+        rid = rid if rid is not None else exc.rid
+        await _refuse_auth(transport, codec, "the first frame must be auth", rid)
         return
     if not isinstance(frame, Auth):
-        await _refuse_auth(transport, codec, "the first frame must be auth")
+        await _refuse_auth(transport, codec, "the first frame must be auth", rid)
         return
     try:
         found = await node.accounts.authenticate(frame.token)
@@ -135,7 +136,7 @@ async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _Asg
         await transport.close(CloseCode.INTERNAL)
         return
     if found is None:
-        await _refuse_auth(transport, codec, "bad, expired or revoked token")
+        await _refuse_auth(transport, codec, "bad, expired or revoked token", rid)
         return
     session_id, user = found
     hub = node.hub
