@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from protocol.codec import Codec
@@ -43,6 +44,7 @@ class Connection:
         "conn_id",
         "convs",
         "mod_subscribed",
+        "on_abort",
         "role",
         "session_id",
         "user_id",
@@ -78,6 +80,8 @@ class Connection:
         self._room.set()
         self._close_code: int | None = None
         self._writer: asyncio.Task[None] | None = None
+        # Set by the endpoint: told when the connection is aborted for not reading.
+        self.on_abort: Callable[[], object] | None = None
 
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -119,8 +123,11 @@ class Connection:
         The writer may be stuck in a send to a peer that does not read, so it is
         cancelled rather than asked to finish.
         """
+        already = self._close_code is not None
         self._buf.clear()
         self.close(code)
+        if not already and self.on_abort is not None:
+            self.on_abort()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
             self._writer = asyncio.get_running_loop().create_task(self._close_transport(code))
@@ -129,10 +136,13 @@ class Connection:
         with contextlib.suppress(Exception):
             await self._transport.close(code)
 
-    async def wait_closed(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+    async def wait_closed(self, timeout: float) -> None:
+        """Waits for the writer to finish; past timeout (seconds) it is cancelled."""
+        if self._writer is None:
+            return
+        done, _ = await asyncio.wait({self._writer}, timeout=timeout)
+        if not done:
+            self._writer.cancel()
 
     async def _write_loop(self) -> None:
         buf, transport = self._buf, self._transport

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatd import addresses, views
+from chatd.chat import now_ms
 from chatd.connection import Connection, Data
 from chatd.node import Node
 from chatd.session import Session
@@ -27,6 +28,11 @@ from protocol.errors import ProtocolError
 from protocol.frames import Auth, parse_frame
 
 log = logging.getLogger("chatd.ws")
+
+# Seconds an aborted (4009) connection's peer gets to finish closing before we let go.
+ABORT_GRACE_S = 2.0
+# Seconds a closing connection's writer gets to send what is queued and the close frame.
+CLOSE_WAIT_S = 5.0
 
 
 class _AsgiTransport:
@@ -163,12 +169,40 @@ async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _Asg
             user=views.user_object(user),
             session=session_id,
             node=node.node_id,
-            server_time=_now_ms(),
+            server_time=now_ms(),
             conversations=objs,
             rid=rid,
         )
         await conn.reply(codec.encode(ready))
-        receive = websocket.receive
+        await _read_frames(websocket, conn, session)
+    finally:
+        hub.unregister(conn)
+        await session.drain()
+        if not conn.closed:
+            conn.close(CloseCode.NORMAL)
+        await conn.wait_closed(CLOSE_WAIT_S)
+
+
+async def _read_frames(websocket: WebSocket, conn: Connection, session: Session) -> None:
+    """Feeds frames to the session until the socket or the connection closes.
+
+    A connection aborted for not reading (4009) cannot finish its close handshake: the
+    server's close frame waits behind the data the peer never read, and so would this
+    loop. After a grace period it stops waiting, so the peer holds nothing of ours.
+    """
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    gave_up = False
+
+    def give_up() -> None:
+        nonlocal gave_up
+        if task is not None and not task.done():
+            gave_up = True
+            task.cancel()
+
+    conn.on_abort = lambda: loop.call_later(ABORT_GRACE_S, give_up)
+    receive = websocket.receive
+    try:
         while not conn.closed:
             message = await receive()
             if message["type"] != "websocket.receive":
@@ -176,15 +210,9 @@ async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _Asg
             data = _payload(message)
             if data is not None:
                 await session.receive(data)
+    except asyncio.CancelledError:
+        if not gave_up or task is None:
+            raise
+        task.uncancel()
     finally:
-        hub.unregister(conn)
-        await session.drain()
-        if not conn.closed:
-            conn.close(CloseCode.NORMAL)
-        await conn.wait_closed()
-
-
-def _now_ms() -> int:
-    from chatd.chat import now_ms
-
-    return now_ms()
+        conn.on_abort = None

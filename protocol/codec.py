@@ -114,9 +114,15 @@ def _finish(obj: Any, *, check_tree: bool, maybe_surrogates: bool) -> dict[str, 
     if maybe_surrogates:
         where = _surrogate_path(obj, "")
         if where is not None:
-            raise ProtocolError(
+            refused = ProtocolError(
                 ErrorCode.INVALID, f"{where} is not valid Unicode", field=where, rid=rid
             )
+            # An error answering a send carries its cmid, when the cmid itself is good.
+            cmid = obj.get("cmid")
+            if obj.get("t") == "send" and isinstance(cmid, str) and 0 < len(cmid) <= 64:
+                if _surrogate_path(cmid, "") is None:
+                    refused.cmid = cmid
+            raise refused
     return obj
 
 

@@ -300,11 +300,6 @@ async def test_a_good_rid_is_echoed_in_every_reply(kit: Kit, chatter: Chatter, r
     await chatter.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: protocol/codec.py _finish raises the lone-surrogate `invalid` "
-    "without the send's cmid (parse_frame sets err.cmid, the decoder does not)",
-)
 async def test_a_send_refused_for_a_lone_surrogate_carries_its_cmid(kit: Kit) -> None:
     client, room = await _victim(kit, "json")
     await client.send_raw(_with_conv(r'{"t":"send","conv":CONV,"text":"\udfff","cmid":"s1"}', room))

@@ -15,6 +15,9 @@ import msgpack
 import pytest
 from chatkit import Kit, join_room, pack
 from support.server import ServerProcess
+from support.wait import async_wait_until
+
+from chatd.client import api
 
 SEND_BUFFER_FRAMES = 64  # limits.send_buffer_frames on this test's node
 # Bytes of receive buffer the stalled client asks for (the kernel may round it up).
@@ -31,6 +34,8 @@ DELIVERY_BOUND_S = 5.0
 STREAM_TIMEOUT_S = 120.0
 # Seconds of silence after which the stalled client, reading again, calls the line open.
 DRAIN_TIMEOUT_S = 10.0
+# Seconds the node may take to let go of a connection it closed 4009 (ws.ABORT_GRACE_S is 2).
+RELEASE_TIMEOUT_S = 10.0
 OP_BINARY, OP_CLOSE = 0x2, 0x8
 
 
@@ -177,6 +182,20 @@ async def test_a_client_that_never_reads_is_closed_4009_and_the_others_keep_up(
         worst = max(late.values())
         assert worst < DELIVERY_BOUND_S, f"a member got a message {worst:.2f}s after its ack"
 
+        # The node lets go of the stalled connection by itself, while its peer still
+        # reads nothing: the hub no longer counts it.
+        async def open_connections() -> float:
+            _, text = await api(server.base_url, "GET", "/metrics")
+            raw = text.decode() if isinstance(text, bytes) else str(text)
+            line = next(ln for ln in raw.splitlines() if ln.startswith("chatd_connections "))
+            return float(line.split()[1])
+
+        await async_wait_until(
+            lambda: _equals(open_connections(), 2.0),
+            timeout=RELEASE_TIMEOUT_S,
+            message="the node still holds the stalled connection",
+        )
+
         msgs, end = await stalled.read_to_the_end()
         assert end in (4009, "dropped"), f"the stalled connection ended {end!r}"
         assert msgs < MESSAGES, f"the stalled client got all {msgs} messages: never cut off"
@@ -185,6 +204,10 @@ async def test_a_client_that_never_reads_is_closed_4009_and_the_others_keep_up(
     # The busy pair is still connected and served.
     assert (await sender.request({"t": "ping"}))["t"] == "pong"
     assert not reader.closed.is_set()
+
+
+async def _equals(value: Any, expected: float) -> bool:
+    return bool(await value == expected)
 
 
 def _title(client: Any, conv: int) -> str:
