@@ -20,6 +20,11 @@ def user_channel(user_id: int) -> str:
     return f"chatd:u:{user_id}"
 
 
+def node_channel(node_id: str) -> str:
+    """Replies meant for one node (how many connections a kick closed)."""
+    return f"chatd:n:{node_id}"
+
+
 MOD_CHANNEL = "chatd:mod"
 """Live moderation events, heard by every node that has a subscribed moderator."""
 
@@ -51,6 +56,9 @@ class Broker(Protocol):
 
     async def publish(self, channel: str, payload: bytes) -> None:
         """Publishes in call order; raises BrokerUnavailable if it cannot be sent."""
+
+    async def subscriber_count(self, channel: str) -> int:
+        """How many nodes are subscribed to channel; BrokerUnavailable if unknown."""
 
 
 class BrokerUnavailable(Exception):

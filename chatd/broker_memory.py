@@ -30,6 +30,9 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
+    async def subscriber_count(self, channel: str) -> int:
+        return 1 if channel in self._channels else 0
+
     async def publish(self, channel: str, payload: bytes) -> None:
         # Synchronous hand-over keeps publish order, as Redis does on one connection.
         if self._handler is not None and channel in self._channels:

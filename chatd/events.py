@@ -2,7 +2,8 @@
 
 Kinds on a conversation channel: `m` (a committed message), `rm` (a removal).
 Kinds on a user channel: `conv` / `left` (membership changed), `close` (kick, ban,
-logout), `notice`. On the moderation channel: `ev` (a moderation event).
+logout), `notice`. On the moderation channel: `ev` (a moderation event). On a node
+channel: `closed` (how many connections a kick closed there).
 """
 
 from __future__ import annotations
@@ -53,9 +54,26 @@ def membership_event(kind: str, *, conv: dict[str, Any] | int, skip: str | None 
     return encode({"k": kind, "conv": conv, "skip": skip})
 
 
-def close_event(*, code: int, reason: str | None, session: int | None = None) -> bytes:
-    """Closes the user's connections (only one session's, when session is given)."""
-    return encode({"k": "close", "code": code, "reason": reason, "session": session})
+def close_event(
+    *,
+    code: int,
+    reason: str | None,
+    session: int | None = None,
+    reply: str | None = None,
+    req: int | None = None,
+) -> bytes:
+    """Closes the user's connections (only one session's, when session is given); with
+    reply, each node answers `closed{req, n}` there with the number it closed."""
+    return encode(
+        {
+            "k": "close",
+            "code": code,
+            "reason": reason,
+            "session": session,
+            "reply": reply,
+            "req": req,
+        }
+    )
 
 
 def notice_event(*, text: str, kind: str) -> bytes:

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatd import events, views
-from chatd.broker import MOD_CHANNEL, Broker, BrokerUnavailable, conv_channel, user_channel
+from chatd.broker import (
+    MOD_CHANNEL,
+    Broker,
+    BrokerUnavailable,
+    conv_channel,
+    node_channel,
+    user_channel,
+)
 from chatd.connection import Connection, Data
 from chatd.metrics import Metrics
 from protocol import server_frames
@@ -33,6 +40,8 @@ FILL_PAGE = 100
 CHECK_INTERVAL_S = 2.0
 # Seconds a gap fill waits for room in one connection's buffer before closing it 4009.
 PACED_TIMEOUT_S = 10.0
+# Seconds a kick waits for the other nodes to say how many connections they closed.
+CLOSE_REPLY_TIMEOUT_S = 1.0
 # Conversations asked about per last-seq query in the periodic check.
 CHECK_CHUNK = 500
 
@@ -123,13 +132,17 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._checker: asyncio.Task[None] | None = None
         self.broker_up = False
+        self._next_request = 0
+        # Kicks waiting for the other nodes' counts: request -> (counts, expected, done).
+        self._close_replies: dict[int, tuple[list[int], int, asyncio.Event]] = {}
         # Set by the node: called after a broker outage to re-check bans and revocations.
         self.on_resume: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._checker = asyncio.get_running_loop().create_task(self._check_loop())
+        await self._subscribe(node_channel(self.node_id))
 
     async def stop(self) -> None:
         if self._checker is not None:
@@ -256,10 +269,43 @@ class Hub:
 
     async def close_user(self, user_id: int, code: int, reason: str) -> int:
         """Closes every connection of the user on every node (`kicked{reason}` first for
-        4003 and 4004); returns how many of them were this node's."""
-        local = sum(1 for conn in self._by_user.get(user_id, ()) if not conn.closed)
-        await self.publish(user_channel(user_id), events.close_event(code=code, reason=reason))
-        return local
+        4003 and 4004); returns how many were closed, counted across the nodes.
+
+        Every node with a connection of the user is subscribed to the user's channel, so
+        the broker says how many replies to wait for; each node answers on this node's
+        own channel with its count. A node that does not answer in time counts as none.
+        """
+        try:
+            expected = await self._broker.subscriber_count(user_channel(user_id))
+        except BrokerUnavailable:
+            expected = 1 if user_id in self._by_user else 0
+        self._next_request += 1
+        req = self._next_request
+        counts: list[int] = []
+        done = asyncio.Event()
+        self._close_replies[req] = (counts, expected, done)
+        try:
+            await self.publish(
+                user_channel(user_id),
+                events.close_event(
+                    code=code, reason=reason, reply=node_channel(self.node_id), req=req
+                ),
+            )
+            if expected and len(counts) < expected:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), CLOSE_REPLY_TIMEOUT_S)
+        finally:
+            del self._close_replies[req]
+        return sum(counts)
+
+    def _on_closed_reply(self, event: dict[str, Any]) -> None:
+        waiting = self._close_replies.get(int(event["req"]))
+        if waiting is None:
+            return
+        counts, expected, done = waiting
+        counts.append(int(event["n"]))
+        if len(counts) >= expected:
+            done.set()
 
     # -- publishing (after commit) ---------------------------------------------------
 
@@ -295,6 +341,8 @@ class Hub:
                 self._on_user_event(user_id, kind, event)
             elif kind == "ev":
                 self._on_mod_event(event)
+            elif kind == "closed":
+                self._on_closed_reply(event)
         except Exception:
             log.exception("bad publication on %s", channel)
 
@@ -445,19 +493,30 @@ class Hub:
 
     # -- per-user control --------------------------------------------------------------
 
+    def _reply_closed(self, event: dict[str, Any], closed: int) -> None:
+        reply = event.get("reply")
+        if reply:
+            payload = events.encode({"k": "closed", "req": event.get("req"), "n": closed})
+            self._spawn(self.publish(str(reply), payload))
+
     def _on_user_event(self, user_id: int, kind: str, event: dict[str, Any]) -> None:
         conns = self._by_user.get(user_id)
         if not conns:
+            if kind == "close":
+                self._reply_closed(event, 0)
             return
         if kind == "close":
             session = event.get("session")
             code = int(event["code"])
+            closed = 0
             for conn in list(conns):
-                if session is None or conn.session_id == session:
+                if (session is None or conn.session_id == session) and not conn.closed:
                     last = None
                     if code in (CloseCode.KICKED, CloseCode.BANNED):
                         last = conn.codec.encode(server_frames.kicked(event.get("reason") or ""))
                     conn.close(code, last)
+                    closed += 1
+            self._reply_closed(event, closed)
             return
         if kind == "notice":
             self._push_all(conns, server_frames.notice(event["text"], event["kind"]))

@@ -136,7 +136,7 @@ class Node:
         # Ban evasion: a new account linked to a banned one alerts the moderators.
         self.accounts.on_registered = self.moderation.alerts.do_check_registration
         await self.broker.start(self.hub)
-        self.hub.start()
+        await self.hub.start()
         log.info("node %s started", self.node_id)
 
     def _on_resume(self) -> None:
