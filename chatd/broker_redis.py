@@ -31,8 +31,13 @@ CONNECT_TIMEOUT_S = 2.0
 # Reconnect backoff: first delay and ceiling, in seconds; each wait is jittered.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
-# Seconds between pings on an idle subscriber connection, to notice a dead peer.
+# Seconds of silence on a subscriber connection before it is pinged, to notice a dead peer.
 PING_INTERVAL_S = 5.0
+# Seconds a PING may go unanswered before the link counts as down (a frozen server or a
+# partition leaves the TCP connection open, so only a missing answer shows it).
+PONG_TIMEOUT_S = 2.0
+# Seconds one read on the subscriber connection waits before the link checks its pings.
+READ_POLL_S = 0.5
 # Seconds a subscribe waits for Redis to confirm it.
 SUBSCRIBE_CONFIRM_S = 2.0
 # Publications sent in one pipeline round trip at most.
@@ -54,6 +59,14 @@ def _client(host: str, port: int, db: int = 0, password: str | None = None) -> a
     )
 
 
+def _by_slot(channels: list[str]) -> list[list[str]]:
+    """SSUBSCRIBE and SUNSUBSCRIBE take channels of one slot only (else CROSSSLOT)."""
+    groups: dict[int, list[str]] = {}
+    for ch in channels:
+        groups.setdefault(key_slot(ch.encode()), []).append(ch)
+    return list(groups.values())
+
+
 class _Link:
     """One shard: a subscriber connection with its reader, and an ordered publisher."""
 
@@ -70,11 +83,14 @@ class _Link:
         self.broker = broker
         self.host, self.port, self.db, self.password = host, port, db, password
         self.sharded = sharded
+        # The channels this node wants; _sent those asked of the current connection.
         self.channels: set[str] = set()
+        self._sent: set[str] = set()
         self.connected = False
         self._pubsub: Any = None
         self._sub_client: aioredis.Redis | None = None
         self._confirm: dict[str, asyncio.Future[None]] = {}
+        self._pong: asyncio.Future[None] | None = None
         self._pub_client: aioredis.Redis | None = None
         self._pub_queue: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._pub_wake = asyncio.Event()
@@ -102,36 +118,49 @@ class _Link:
 
     async def _send_subscribe(self, channels: list[str]) -> None:
         if self.sharded:
-            await self._pubsub.ssubscribe(*channels)
+            for group in _by_slot(channels):
+                await self._pubsub.ssubscribe(*group)
         else:
             await self._pubsub.subscribe(*channels)
+
+    async def _send_unsubscribe(self, channels: list[str]) -> None:
+        if self.sharded:
+            for group in _by_slot(channels):
+                await self._pubsub.sunsubscribe(*group)
+        else:
+            await self._pubsub.unsubscribe(*channels)
+
+    def _expect(self, channel: str) -> asyncio.Future[None]:
+        fut = self._confirm.get(channel)
+        if fut is None or fut.done():
+            fut = self._confirm[channel] = asyncio.get_running_loop().create_future()
+        return fut
 
     async def subscribe(self, channel: str) -> None:
         if channel in self.channels:
             return
         self.channels.add(channel)
         if not self.connected:
-            return  # taken along when the link (re)connects
-        loop = asyncio.get_running_loop()
-        fut = self._confirm.setdefault(channel, loop.create_future())
+            return  # taken along when the link (re)connects: see _reconcile
+        self._sent.add(channel)
+        fut = self._expect(channel)
         try:
             await self._send_subscribe([channel])
             await asyncio.wait_for(asyncio.shield(fut), SUBSCRIBE_CONFIRM_S)
         except Exception as exc:
             log.info("subscribe %s on %s:%s failed: %r", channel, self.host, self.port, exc)
         finally:
-            self._confirm.pop(channel, None)
+            if self._confirm.get(channel) is fut:
+                del self._confirm[channel]
 
     async def unsubscribe(self, channel: str) -> None:
         if channel not in self.channels:
             return
         self.channels.discard(channel)
         if self.connected and self._pubsub is not None:
+            self._sent.discard(channel)
             with contextlib.suppress(Exception):
-                if self.sharded:
-                    await self._pubsub.sunsubscribe(channel)
-                else:
-                    await self._pubsub.unsubscribe(channel)
+                await self._send_unsubscribe([channel])
 
     async def _drop_sub(self) -> None:
         pubsub, client = self._pubsub, self._sub_client
@@ -143,27 +172,52 @@ class _Link:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> asyncio.Task[None]:
+        """Opens the subscriber connection and starts its reader; returns the reader once
+        Redis has answered a PING and confirmed every channel this node wants."""
+        loop = asyncio.get_running_loop()
         self._sub_client = _client(self.host, self.port, self.db, self.password)
         self._pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
+        self._sent = set()
+        self._pong = loop.create_future()
         await asyncio.wait_for(self._pubsub.ping(), CONNECT_TIMEOUT_S)
-        channels = sorted(self.channels)
-        loop = asyncio.get_running_loop()
-        for ch in channels:
-            self._confirm.setdefault(ch, loop.create_future())
-        if channels:
-            await self._send_subscribe(channels)
+        reader = loop.create_task(self._read())
+        try:
+            await self._reconcile([self._pong])
+        except BaseException:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            raise
+        return reader
+
+    async def _reconcile(self, waiting: list[asyncio.Future[None]]) -> None:
+        """Brings the connection's subscriptions to what the node wants. Subscribes and
+        unsubscribes called meanwhile only changed `channels` (the link was not up yet),
+        so it loops until nothing changed while it waited; the caller then marks the
+        link up with no await in between, and later calls go to Redis directly."""
+        while True:
+            missing = sorted(self.channels - self._sent)
+            extra = sorted(self._sent - self.channels)
+            if missing:
+                waiting += [self._expect(ch) for ch in missing]
+                self._sent.update(missing)
+                await self._send_subscribe(missing)
+            if extra:
+                self._sent.difference_update(extra)
+                await self._send_unsubscribe(extra)
+            pending = [f for f in waiting if not f.done()]
+            if not pending and self.channels == self._sent:
+                return
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*pending), SUBSCRIBE_CONFIRM_S * 2)
 
     async def _run(self) -> None:
         delay = BACKOFF_FIRST_S
         while not self._closing:
             try:
-                await self._connect()
-                reader = asyncio.get_running_loop().create_task(self._read())
-                # Up once every channel is confirmed: from then on nothing is missed.
-                waiting = [f for f in self._confirm.values() if not f.done()]
-                if waiting:
-                    await asyncio.wait_for(asyncio.gather(*waiting), SUBSCRIBE_CONFIRM_S * 2)
+                reader = await self._connect()
+                # Up with every channel confirmed: from here on nothing is missed.
                 self._confirm.clear()
                 self.connected = True
                 delay = BACKOFF_FIRST_S
@@ -191,18 +245,35 @@ class _Link:
             delay = min(BACKOFF_MAX_S, delay * 2)
 
     async def _read(self) -> None:
+        try:
+            await self._read_loop()
+        except BaseException as exc:
+            # Whoever waits for a confirmation or a PONG learns that none will come.
+            lost = ConnectionError(f"subscriber connection lost: {exc!r}")
+            for fut in [*self._confirm.values(), self._pong]:
+                if fut is not None and not fut.done():
+                    fut.set_exception(lost)
+                    fut.exception()  # retrieved: nobody may be waiting any more
+            raise
+
+    async def _read_loop(self) -> None:
         pubsub = self._pubsub
         handler = self.broker.handler
-        idle = 0.0
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged: float | None = None
         while True:
-            msg = await pubsub.get_message(timeout=1.0)
+            msg = await pubsub.get_message(timeout=READ_POLL_S)
+            now = loop.time()
             if msg is None:
-                idle += 1.0
-                if idle >= PING_INTERVAL_S:
-                    idle = 0.0
+                if pinged is not None:
+                    if now - pinged > PONG_TIMEOUT_S:
+                        raise ConnectionError(f"no answer to PING within {PONG_TIMEOUT_S}s")
+                elif now - heard >= PING_INTERVAL_S:
                     await asyncio.wait_for(pubsub.ping(), CONNECT_TIMEOUT_S)
+                    pinged = now
                 continue
-            idle = 0.0
+            heard, pinged = now, None
             kind = msg["type"]
             if kind in ("message", "smessage"):
                 channel = msg["channel"]
@@ -217,6 +288,9 @@ class _Link:
                 fut = self._confirm.get(channel)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+            elif kind == "pong":
+                if self._pong is not None and not self._pong.done():
+                    self._pong.set_result(None)
 
     # -- publishing ----------------------------------------------------------------
 
@@ -235,37 +309,68 @@ class _Link:
                 continue
             batch = self._pub_queue[:PUBLISH_BATCH]
             del self._pub_queue[:PUBLISH_BATCH]
-            try:
-                if self._pub_client is None:
-                    self._pub_client = _client(self.host, self.port, self.db, self.password)
-                pipe = self._pub_client.pipeline(transaction=False)
-                for channel, payload, _ in batch:
-                    pipe.execute_command(command, channel, payload)
-                await asyncio.wait_for(pipe.execute(), CONNECT_TIMEOUT_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("publish to %s:%s failed: %r", self.host, self.port, exc)
-                client, self._pub_client = self._pub_client, None
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await client.aclose()
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(BrokerUnavailable(str(exc)))
-                continue
+            error: Exception | None = None
+            # A connection kept from before a Redis restart fails on first use: the batch
+            # goes once more, on a new connection. (Had a drop come after Redis took it,
+            # the copies would be harmless: nodes drop a msg they have by its seq.)
+            for _ in range(2):
+                fresh = self._pub_client is None
+                try:
+                    if self._pub_client is None:
+                        self._pub_client = _client(self.host, self.port, self.db, self.password)
+                    pipe = self._pub_client.pipeline(transaction=False)
+                    for channel, payload, _ in batch:
+                        pipe.execute_command(command, channel, payload)
+                    await asyncio.wait_for(pipe.execute(), CONNECT_TIMEOUT_S)
+                    error = None
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = exc
+                    log.debug("publish to %s:%s failed: %r", self.host, self.port, exc)
+                    client, self._pub_client = self._pub_client, None
+                    if client is not None:
+                        with contextlib.suppress(Exception):
+                            await client.aclose()
+                    # A timeout may have reached Redis: sending again could duplicate.
+                    if fresh or isinstance(exc, TimeoutError):
+                        break
             for _, _, fut in batch:
-                if not fut.done():
+                if fut.done():
+                    continue
+                if error is None:
                     fut.set_result(None)
+                else:
+                    fut.set_exception(BrokerUnavailable(str(error)))
 
     async def subscriber_count(self, channel: str) -> int:
         client = _client(self.host, self.port, self.db, self.password)
         try:
-            cmd = "PUBSUB SHARDNUMSUB" if self.sharded else "PUBSUB NUMSUB"
-            reply = await asyncio.wait_for(client.execute_command(cmd, channel), CONNECT_TIMEOUT_S)
-            return int(reply[1]) if isinstance(reply, list | tuple) else int(reply.get(channel, 0))
+            sub = "SHARDNUMSUB" if self.sharded else "NUMSUB"
+            reply = await asyncio.wait_for(
+                client.execute_command("PUBSUB", sub, channel), CONNECT_TIMEOUT_S
+            )
+            return _numsub(reply, channel)
         finally:
             await client.aclose()
+
+
+def _numsub(reply: Any, channel: str) -> int:
+    """PUBSUB NUMSUB / SHARDNUMSUB as redis-py gives it: a flat [name, n, ...] list, a
+    list of (name, n) pairs, or a dict."""
+    if isinstance(reply, dict):
+        for key, value in reply.items():
+            if (key.decode() if isinstance(key, bytes) else str(key)) == channel:
+                return int(value)
+        return 0
+    items = list(reply)
+    if items and isinstance(items[0], list | tuple):
+        items = [x for pair in items for x in pair]
+    for name, value in zip(items[::2], items[1::2], strict=True):
+        if (name.decode() if isinstance(name, bytes) else str(name)) == channel:
+            return int(value)
+    return 0
 
 
 class RedisBroker:
@@ -278,6 +383,10 @@ class RedisBroker:
         self._links: list[_Link] = []
         self._slot_links: dict[int, _Link] = {}
         self._up: set[_Link] = set()
+        # Whether the handler was last told "up", and whether a link that came up since
+        # may have missed publications (it reconnected, or took channels along).
+        self._reported_up = False
+        self._missed = False
 
     @property
     def connected(self) -> bool:
@@ -351,12 +460,21 @@ class RedisBroker:
 
     def link_up(self, link: _Link, resubscribed: bool) -> None:
         self._up.add(link)
+        # Channels taken along on (re)connect may have missed publications.
+        self._missed = self._missed or resubscribed or bool(link.channels)
+        if self._reported_up or len(self._up) < len(self._links):
+            return
+        # Up once every shard is: the handler then fills what any of them missed.
+        self._reported_up = True
+        missed, self._missed = self._missed, False
         if self.handler is not None:
-            # Channels taken along on (re)connect may have missed publications.
-            self.handler.on_broker_up(resubscribed or bool(link.channels))
+            self.handler.on_broker_up(missed)
 
     def link_down(self, link: _Link) -> None:
         self._up.discard(link)
+        if not self._reported_up:
+            return
+        self._reported_up = False
         if self.handler is not None:
             self.handler.on_broker_down()
 
