@@ -25,6 +25,8 @@ from persistence.users import UserStore
 from persistence.writer import AppendFailed, GroupCommitWriter
 from protocol.text import check_username
 
+# Pairs whose block state is cached before the cache starts over.
+BLOCK_CACHE_MAX = 100_000
 # Seconds in the new-DM window (limits.new_dms_per_hour).
 NEW_DM_WINDOW_S = 3600
 
@@ -67,6 +69,8 @@ class Chat:
         # Conversation id -> a DM's two member ids, or None for a room. Neither a DM's
         # members nor a conversation's kind ever change, so this never goes stale.
         self._dm_pairs: dict[int, tuple[int, int] | None] = {}
+        # (lower id, higher id) -> whether either blocks the other; emptied on any change.
+        self._block_cache: dict[tuple[int, int], bool] = {}
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -151,11 +155,13 @@ class Chat:
         if other.id == user.id:
             raise Refused("invalid", "you cannot block yourself", field="user")
         await self.blocks.block(user.id, other.id, now_ms())
+        await self._notify_blocks(user.id, other.id)
         return other
 
     async def do_unblock(self, user: User, ref: int | str) -> None:
         other = await self.resolve_user(ref)
         await self.blocks.unblock(user.id, other.id)
+        await self._notify_blocks(user.id, other.id)
 
     # -- messages ----------------------------------------------------------------------
 
@@ -183,8 +189,27 @@ class Chat:
         pair = await self._dm_pair(conv_id)
         if pair is not None:
             other = pair[0] if pair[1] == user_id else pair[1]
-            if await self.blocks.blocked_between(user_id, other):
+            if await self._blocked(user_id, other):
                 raise Refused("blocked", "one of you blocks the other")
+
+    async def _blocked(self, a: int, b: int) -> bool:
+        """Whether either blocks the other, cached: this is on every DM send's path."""
+        key = (a, b) if a < b else (b, a)
+        blocked = self._block_cache.get(key)
+        if blocked is None:
+            if len(self._block_cache) >= BLOCK_CACHE_MAX:
+                self._block_cache.clear()
+            blocked = self._block_cache[key] = await self.blocks.blocked_between(a, b)
+        return blocked
+
+    def forget_blocks(self) -> None:
+        """Called when any block changed (on any node), and after a broker outage."""
+        self._block_cache.clear()
+
+    async def _notify_blocks(self, a: int, b: int) -> None:
+        self.forget_blocks()
+        for user_id in (a, b):
+            await self.hub.publish(user_channel(user_id), events.blocks_event())
 
     async def do_send(
         self,

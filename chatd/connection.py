@@ -34,6 +34,7 @@ class Connection:
     __slots__ = (
         "_buf",
         "_close_code",
+        "_held",
         "_limit",
         "_room",
         "_transport",
@@ -79,12 +80,21 @@ class Connection:
         self._room = asyncio.Event()
         self._room.set()
         self._close_code: int | None = None
+        self._held = False
         self._writer: asyncio.Task[None] | None = None
         # Set by the endpoint: told when the connection is aborted for not reading.
         self.on_abort: Callable[[], object] | None = None
 
-    def start(self) -> None:
+    def start(self, *, held: bool = False) -> None:
+        """Starts the writer; a held connection queues but sends nothing until release()."""
+        self._held = held
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def release(self, first: Data) -> None:
+        """Sends `first` (the `ready` frame) ahead of whatever was queued meanwhile."""
+        self._buf.appendleft(first)
+        self._held = False
+        self._wake.set()
 
     def push(self, data: Data) -> None:
         """A live push: queued at once, or the connection closes 4009 when full."""
@@ -148,8 +158,8 @@ class Connection:
         buf, transport = self._buf, self._transport
         try:
             while True:
-                if not buf:
-                    if self._close_code is not None:
+                if not buf or (self._held and self._close_code is None):
+                    if not buf and self._close_code is not None:
                         break
                     self._wake.clear()
                     await self._wake.wait()

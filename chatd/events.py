@@ -76,6 +76,11 @@ def close_event(
     )
 
 
+def blocks_event() -> bytes:
+    """A block between this user and another changed: cached block states are stale."""
+    return encode({"k": "blocks"})
+
+
 def notice_event(*, text: str, kind: str) -> bytes:
     return encode({"k": "notice", "text": text, "kind": kind})
 

@@ -137,6 +137,8 @@ class Hub:
         self._close_replies: dict[int, tuple[list[int], int, asyncio.Event]] = {}
         # Set by the node: called after a broker outage to re-check bans and revocations.
         self.on_resume: Callable[[], None] | None = None
+        # Set by the node: a block changed somewhere, so cached block states are stale.
+        self.on_blocks_changed: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -336,6 +338,9 @@ class Hub:
                 self._on_message(event)
             elif kind == "rm":
                 self._on_removed(event)
+            elif kind == "blocks":
+                if self.on_blocks_changed is not None:
+                    self.on_blocks_changed()
             elif kind in ("conv", "left", "close", "notice"):
                 user_id = int(channel.rsplit(":", 1)[1])
                 self._on_user_event(user_id, kind, event)

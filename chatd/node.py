@@ -116,6 +116,7 @@ class Node:
             rooms=cfg.rooms,
             metrics=self.metrics,
         )
+        self.hub.on_blocks_changed = self.chat.forget_blocks
         self.accounts = Accounts(
             users=self.users,
             sessions=self.sessions,
@@ -140,7 +141,8 @@ class Node:
         log.info("node %s started", self.node_id)
 
     def _on_resume(self) -> None:
-        """After a broker outage: bans and logouts made meanwhile were not heard."""
+        """After a broker outage: bans, logouts and blocks made meanwhile were not heard."""
+        self.chat.forget_blocks()
 
         async def recheck() -> None:
             try:

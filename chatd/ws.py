@@ -156,7 +156,9 @@ async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _Asg
         transport=transport,
         buffer_frames=limits.send_buffer_frames,
     )
-    conn.start()
+    # Held until `ready` is queued: live pushes of conversations attached before it
+    # must not reach the client ahead of it.
+    conn.start(held=True)
     await hub.register(conn)
     session = Session(node=node, conn=conn, user=user)
     try:
@@ -173,7 +175,7 @@ async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _Asg
             conversations=objs,
             rid=rid,
         )
-        await conn.reply(codec.encode(ready))
+        conn.release(codec.encode(ready))
         await _read_frames(websocket, conn, session)
     finally:
         hub.unregister(conn)
