@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from clusterkit import (
@@ -245,3 +247,46 @@ async def test_login_failures_add_up_across_nodes(pairs: Callable[..., Pair]) ->
         status, body = await login(node.base_url, PASSWORD, f"10.2.0.{i + 2}")
         assert status == 429, f"right password after {LOGIN_FAILURES} failures: {status} {body}"
         assert isinstance(body, dict) and body["error"]["code"] == "rate_limited"
+
+
+async def test_a_block_made_on_one_node_holds_on_the_other(
+    pairs: Callable[..., Pair],
+) -> None:
+    """Nodes cache block states on the DM send path; a block made through another node
+    must still stop the next send (the cache is emptied through the user channels)."""
+    pair = pairs("redis")
+    node1, node2 = pair.nodes
+    alice, bob = await make_members(pair.db_url, "blk", 2)
+    try:
+        await alice.connect(node1)
+        await bob.connect(node2)
+        conv = int((await alice.client.request({"t": "dm.open", "user": bob.id}))["conv"])
+        await async_wait_until(lambda: bob.conv_pushes(conv), DELIVERY_TIMEOUT_S, POLL_S)
+        # Both nodes now hold "not blocked" for the pair.
+        await alice.client.send(conv, "before the block")
+        await bob.client.send(conv, "before the block too")
+        assert (await alice.client.request({"t": "block", "user": bob.id}))["t"] == "ok"
+
+        async def refused() -> bool:
+            reply = await bob.client.request(
+                {"t": "send", "conv": conv, "text": "after", "cmid": uuid.uuid4().hex},
+                raise_error=False,
+            )
+            return reply.get("code") == "blocked"
+
+        # The block event travels through Redis: wait for it with a deadline, then it holds.
+        await async_wait_until(refused, DELIVERY_TIMEOUT_S, POLL_S)
+        assert await refused()
+        assert (await alice.client.request({"t": "unblock", "user": bob.id}))["t"] == "ok"
+        await async_wait_until(lambda: _sends(bob.client, conv), DELIVERY_TIMEOUT_S, POLL_S)
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def _sends(client: Any, conv: int) -> bool:
+    reply = await client.request(
+        {"t": "send", "conv": conv, "text": "after unblock", "cmid": uuid.uuid4().hex},
+        raise_error=False,
+    )
+    return reply.get("t") == "ack"
