@@ -70,6 +70,8 @@ class HubStorage(Protocol):
 
     async def conversation(self, conv_id: int) -> Any | None: ...
 
+    async def banned_users(self, user_ids: list[int]) -> set[int]: ...
+
 
 class _Served:
     """One conversation this node serves: its local connections and delivery state."""
@@ -558,11 +560,16 @@ class Hub:
         if not conns:
             return 0
         active = await self._storage.active_sessions(sorted({c.session_id for c in conns}))
-        closed = 0
-        for conn in conns:
-            if conn.session_id not in active and not conn.closed:
-                conn.close(
-                    CloseCode.BANNED, conn.codec.encode(server_frames.kicked("session ended"))
-                )
-                closed += 1
-        return closed
+        ended = [c for c in conns if c.session_id not in active and not c.closed]
+        if not ended:
+            return 0
+        banned = await self._storage.banned_users(sorted({c.user_id for c in ended}))
+        for conn in ended:
+            if conn.user_id in banned:
+                # The moderator's reason went out with the ban we missed; it is not kept
+                # with the session, so the member is told what happened in general terms.
+                frame = server_frames.kicked("this account is banned")
+                conn.close(CloseCode.BANNED, conn.codec.encode(frame))
+            else:
+                conn.close(CloseCode.NORMAL)  # logged out meanwhile
+        return len(ended)

@@ -37,8 +37,13 @@ class _HubStorage:
     """What the hub may ask of storage, and nothing more."""
 
     def __init__(
-        self, messages: MessageStore, conversations: ConversationStore, sessions: SessionStore
+        self,
+        messages: MessageStore,
+        conversations: ConversationStore,
+        sessions: SessionStore,
+        users: UserStore,
     ) -> None:
+        self._users = users
         self._messages = messages
         self._conversations = conversations
         self._sessions = sessions
@@ -54,6 +59,14 @@ class _HubStorage:
 
     async def conversation(self, conv_id: int) -> Any | None:
         return await self._conversations.get(conv_id)
+
+    async def banned_users(self, user_ids: list[int]) -> set[int]:
+        banned = set()
+        for user_id in user_ids:  # only after a broker outage, for revoked sessions
+            user = await self._users.by_id(user_id)
+            if user is not None and user.status == "banned":
+                banned.add(user_id)
+        return banned
 
 
 def make_broker(url: str) -> Broker:
@@ -100,7 +113,7 @@ class Node:
         self.hub = Hub(
             node_id=self.node_id,
             broker=self.broker,
-            storage=_HubStorage(self.messages, self.conversations, self.sessions),
+            storage=_HubStorage(self.messages, self.conversations, self.sessions, self.users),
             metrics=self.metrics,
         )
         self.hub.on_resume = self._on_resume
