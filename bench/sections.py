@@ -132,7 +132,7 @@ def _profiled(
     gen: Generator, dep: Deployment, rate: int, timing: Timing, gil: bool
 ) -> dict[str, Any]:
     """One more step at `rate` with py-spy on node 1 through its warm-up and window."""
-    out = dep.workdir / f"node1.py-spy{'-gil' if gil else ''}.txt"
+    out = dep.workdir / f"node1.{gen.name}.py-spy{'-gil' if gil else ''}.txt"
     pid = dep.groups["node1"]()[0]
     sampler = spy.record(pid, timing.warmup_s + timing.measure_s, out, gil)
     # The whole window, even if it fails: the profile is what is wanted of this step.
