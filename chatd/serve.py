@@ -52,7 +52,7 @@ async def run(config: Config) -> int:
         log_level=config.log.level,
         lifespan="on",
         timeout_graceful_shutdown=int(config.server.shutdown_grace_s),
-        loop="asyncio",
+        loop="uvloop",
     )
     server = _Server(uv_config)
     loop = asyncio.get_running_loop()
