@@ -3,6 +3,11 @@
 Live pushes never wait: a full buffer means the client does not read, and the
 connection is closed 4009 so it cannot slow anyone else. Replies to the client's own
 requests (sync pages, gap fills) wait for room instead, so they are paced to its reading.
+
+Nothing runs per connection at rest: what is pushed during a loop turn is written at the
+turn's end by the node's Flusher, every frame of the turn in one write, straight to the
+wire. No task, no event, until a connection has to wait (a full socket buffer, a paced
+reply, a close).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from protocol.codec import Codec
@@ -22,24 +27,59 @@ log = logging.getLogger("chatd.connection")
 Data = bytes | str
 
 
-class Transport(Protocol):
-    """The adapter's side: only chatd.ws implements it, over Starlette's WebSocket."""
+class Wire(Protocol):
+    """The socket side: only chatd.wire implements it, under uvicorn."""
 
-    async def send(self, data: Data) -> None: ...
+    @property
+    def gone(self) -> bool: ...
 
-    async def close(self, code: int) -> None: ...
+    def write(self, datas: Sequence[Data]) -> bool: ...
+
+    def when_writable(self, callback: Callable[[], None] | None) -> None: ...
+
+    async def close_wire(self, code: int) -> None: ...
+
+
+class Flusher:
+    """Writes each connection that got frames during this loop turn, once, at its end.
+
+    A room's message reaches every member's connection in one turn, and under load one
+    turn brings several messages: one write per connection per turn, not per frame.
+    """
+
+    __slots__ = ("_dirty",)
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+
+    def mark(self, conn: Connection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            try:
+                conn.flush()
+            except Exception:  # one broken connection must not hold up the others
+                log.exception("conn %s: flush failed", conn.conn_id)
 
 
 class Connection:
     __slots__ = (
         "_buf",
         "_close_code",
+        "_closer",
+        "_done",
+        "_finished",
+        "_flusher",
         "_held",
         "_limit",
+        "_marked",
+        "_paused",
         "_room",
-        "_transport",
-        "_wake",
-        "_writer",
+        "_wire",
         "closed",
         "codec",
         "conn_id",
@@ -61,8 +101,10 @@ class Connection:
         role: str,
         session_id: int,
         codec: Codec,
-        transport: Transport,
+        wire: Wire,
+        flusher: Flusher,
         buffer_frames: int,
+        held: bool = False,
     ) -> None:
         self.conn_id = conn_id
         self.user_id = user_id
@@ -73,28 +115,28 @@ class Connection:
         self.convs: set[int] = set()
         self.mod_subscribed = False
         self.closed = False
-        self._transport = transport
+        self._wire = wire
+        self._flusher = flusher
         self._limit = buffer_frames
         self._buf: collections.deque[Data] = collections.deque()
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        # A held connection queues but sends nothing until release().
+        self._held = held
+        self._marked = False  # in the flusher's list for this turn
+        self._paused = False  # the socket's buffer is full: waiting for it to drain
         self._close_code: int | None = None
-        self._held = False
-        self._writer: asyncio.Task[None] | None = None
+        self._done = False  # the close went out, or the peer is gone
+        # Made only when someone has to wait: most connections never need them.
+        self._room: asyncio.Event | None = None
+        self._finished: asyncio.Event | None = None
+        self._closer: asyncio.Task[None] | None = None
         # Set by the endpoint: told when the connection is aborted for not reading.
         self.on_abort: Callable[[], object] | None = None
-
-    def start(self, *, held: bool = False) -> None:
-        """Starts the writer; a held connection queues but sends nothing until release()."""
-        self._held = held
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def release(self, first: Data) -> None:
         """Sends `first` (the `ready` frame) ahead of whatever was queued meanwhile."""
         self._buf.appendleft(first)
         self._held = False
-        self._wake.set()
+        self._mark()
 
     def push(self, data: Data) -> None:
         """A live push: queued at once, or the connection closes 4009 when full."""
@@ -105,16 +147,18 @@ class Connection:
             self.abort(CloseCode.TOO_SLOW)
             return
         self._buf.append(data)
-        self._wake.set()
+        self._mark()
 
     async def reply(self, data: Data) -> None:
         """A reply or a gap fill: waits while the buffer is full."""
         while len(self._buf) >= self._limit and self._close_code is None:
+            if self._room is None:
+                self._room = asyncio.Event()
             self._room.clear()
             await self._room.wait()
         if self._close_code is None:
             self._buf.append(data)
-            self._wake.set()
+            self._mark()
 
     def close(self, code: int, last: Data | None = None) -> None:
         """Sends what is queued, then `last` (e.g. `kicked`), then closes with code."""
@@ -124,53 +168,90 @@ class Connection:
             self._buf.append(last)
         self._close_code = code
         self.closed = True
-        self._wake.set()
-        self._room.set()
+        self._wake_repliers()
+        self._mark()
 
     def abort(self, code: int) -> None:
-        """Closes without sending what is queued: the client is not reading it.
-
-        The writer may be stuck in a send to a peer that does not read, so it is
-        cancelled rather than asked to finish.
-        """
+        """Closes without sending what is queued: the client is not reading it."""
         already = self._close_code is not None
         self._buf.clear()
         self.close(code)
         if not already and self.on_abort is not None:
             self.on_abort()
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-            self._writer = asyncio.get_running_loop().create_task(self._close_transport(code))
-
-    async def _close_transport(self, code: int) -> None:
-        with contextlib.suppress(Exception):
-            await self._transport.close(code)
 
     async def wait_closed(self, timeout: float) -> None:
-        """Waits for the writer to finish; past timeout (seconds) it is cancelled."""
-        if self._writer is None:
+        """Waits until the close went out (or the peer is gone); past timeout (seconds)
+        the close is given up."""
+        if self._done:
             return
-        done, _ = await asyncio.wait({self._writer}, timeout=timeout)
-        if not done:
-            self._writer.cancel()
-
-    async def _write_loop(self) -> None:
-        buf, transport = self._buf, self._transport
+        if self._finished is None:
+            self._finished = asyncio.Event()
         try:
-            while True:
-                if not buf or (self._held and self._close_code is None):
-                    if not buf and self._close_code is not None:
-                        break
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                data = buf.popleft()
-                if len(buf) < self._limit:
-                    self._room.set()
-                await transport.send(data)
-        except Exception as exc:  # the peer went away mid-send
-            log.debug("conn %s send failed: %r", self.conn_id, exc)
-            self.closed = True
-            self._room.set()
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            if self._closer is not None:
+                self._closer.cancel()
+            self._finish()
+
+    # -- writing --------------------------------------------------------------------
+
+    def _mark(self) -> None:
+        if self._marked or self._done or (self._held and self._close_code is None):
             return
-        await self._close_transport(self._close_code or CloseCode.NORMAL)
+        self._marked = True
+        self._flusher.mark(self)
+
+    def flush(self) -> None:
+        """Writes everything queued in one go; then, when closing, starts the close."""
+        self._marked = False
+        if self._done or (self._held and self._close_code is None):
+            return
+        buf = self._buf
+        if buf and not self._paused:
+            if self._wire.write(buf):
+                buf.clear()
+                self._wake_repliers()
+            elif self._wire.gone:
+                self._lost()
+                return
+            else:
+                self._paused = True
+                self._wire.when_writable(self._resume)
+        if not buf and self._close_code is not None and self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(self._close_wire())
+
+    def _resume(self) -> None:
+        self._paused = False
+        try:
+            if self._wire.gone:
+                self._lost()
+            else:
+                self._mark()
+        except Exception:  # called from the protocol's flow control: never raise there
+            log.exception("conn %s: resume failed", self.conn_id)
+
+    def _lost(self) -> None:
+        """The peer went away: nothing more can go out."""
+        log.debug("conn %s: peer gone with %d frames queued", self.conn_id, len(self._buf))
+        self._buf.clear()
+        if self._close_code is None:
+            self._close_code = CloseCode.NORMAL
+        self.closed = True
+        self._wake_repliers()
+        self._finish()
+
+    async def _close_wire(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._wire.close_wire(self._close_code or CloseCode.NORMAL)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._buf.clear()
+        self._wire.when_writable(None)
+        if self._finished is not None:
+            self._finished.set()
+
+    def _wake_repliers(self) -> None:
+        if self._room is not None:
+            self._room.set()

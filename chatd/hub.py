@@ -24,7 +24,7 @@ from chatd.broker import (
     node_channel,
     user_channel,
 )
-from chatd.connection import Connection, Data
+from chatd.connection import Connection, Data, Flusher
 from chatd.metrics import Metrics
 from protocol import server_frames
 from protocol.codec import Codec
@@ -130,6 +130,8 @@ class Hub:
         self._by_user: dict[int, set[Connection]] = {}
         self._served: dict[int, _Served] = {}
         self._mods: set[Connection] = set()
+        # Writes this node's connections once per loop turn (see chatd.connection).
+        self.flusher = Flusher()
         self._next_conn_id = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._checker: asyncio.Task[None] | None = None

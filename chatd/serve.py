@@ -16,6 +16,7 @@ import uvicorn
 
 from chatd.app import build_app
 from chatd.config import Config
+from chatd.wire import WireProtocol
 from protocol.codes import CloseCode
 from protocol.limits import MAX_FRAME_BYTES
 
@@ -41,7 +42,7 @@ async def run(config: Config) -> int:
         app,
         host=config.server.host,
         port=config.server.port,
-        ws="websockets-sansio",
+        ws=WireProtocol,  # uvicorn's websockets-sansio, with chatd's direct writes
         ws_max_size=MAX_FRAME_BYTES,
         ws_per_message_deflate=False,
         ws_ping_interval=WS_PING_INTERVAL_S,

@@ -17,9 +17,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatd import addresses, views
 from chatd.chat import now_ms
-from chatd.connection import Connection, Data
+from chatd.connection import Connection, Data, Wire
 from chatd.node import Node
 from chatd.session import Session
+from chatd.wire import SCOPE_KEY
 from persistence.database import StorageUnavailable
 from protocol import server_frames
 from protocol.codec import Codec, Rid, extract_rid, negotiate
@@ -36,7 +37,7 @@ CLOSE_WAIT_S = 5.0
 
 
 class _AsgiTransport:
-    """Writes straight to the ASGI send callable: no per-frame state checks on the hot path."""
+    """Frames sent before the connection exists (a refused auth), through ASGI."""
 
     __slots__ = ("_closed", "_send")
 
@@ -92,10 +93,15 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     if node.shutting_down:
         await websocket.send_denial_response(_deny(503, "unavailable", "node is stopping"))
         return
+    wire = websocket.scope.get("extensions", {}).get(SCOPE_KEY)
+    if wire is None:  # not served by chatd.serve: its uvicorn protocol is not underneath
+        log.error("no chatd wire under /ws: run the node with `python -m chatd serve`")
+        await websocket.send_denial_response(_deny(500, "internal", "misconfigured server"))
+        return
     await websocket.accept(subprotocol=subprotocol)
     transport = _AsgiTransport(websocket)
     try:
-        await _serve(websocket, node, codec, transport)
+        await _serve(websocket, node, codec, transport, wire)
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -113,7 +119,9 @@ async def _refuse_auth(
         await transport.close(CloseCode.AUTH_FAILED)
 
 
-async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _AsgiTransport) -> None:
+async def _serve(
+    websocket: WebSocket, node: Node, codec: Codec, transport: _AsgiTransport, wire: Wire
+) -> None:
     limits = node.config.limits
     try:
         first = await asyncio.wait_for(websocket.receive(), limits.auth_timeout_s)
@@ -153,12 +161,13 @@ async def _serve(websocket: WebSocket, node: Node, codec: Codec, transport: _Asg
         role=user.role,
         session_id=session_id,
         codec=codec,
-        transport=transport,
+        wire=wire,
+        flusher=hub.flusher,
         buffer_frames=limits.send_buffer_frames,
+        # Held until `ready` is queued: live pushes of conversations attached before it
+        # must not reach the client ahead of it.
+        held=True,
     )
-    # Held until `ready` is queued: live pushes of conversations attached before it
-    # must not reach the client ahead of it.
-    conn.start(held=True)
     await hub.register(conn)
     session = Session(node=node, conn=conn, user=user)
     try:
