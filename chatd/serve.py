@@ -53,7 +53,7 @@ async def run(config: Config) -> int:
         log_level=config.log.level,
         lifespan="on",
         timeout_graceful_shutdown=int(config.server.shutdown_grace_s),
-        loop="uvloop",
+        loop="none",  # the loop is cli.py's: uvicorn.Config's setting applies to uvicorn.run only
     )
     server = _Server(uv_config)
     loop = asyncio.get_running_loop()
