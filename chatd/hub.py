@@ -42,8 +42,6 @@ CHECK_INTERVAL_S = 2.0
 PACED_TIMEOUT_S = 10.0
 # Seconds a kick waits for the other nodes to say how many connections they closed.
 CLOSE_REPLY_TIMEOUT_S = 1.0
-# Conversations asked about per last-seq query in the periodic check.
-CHECK_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +62,7 @@ class StoredMessage:
 class HubStorage(Protocol):
     async def history(self, conv_id: int, after: int, limit: int) -> tuple[list[Any], bool]: ...
 
-    async def last_seqs(self, conv_ids: list[int]) -> dict[int, int]: ...
+    async def ahead_of(self, known: dict[int, int]) -> dict[int, int]: ...
 
     async def active_sessions(self, session_ids: list[int]) -> set[int]: ...
 
@@ -481,18 +479,16 @@ class Hub:
         publish, or a publication lost in a broker outage."""
         while True:
             await asyncio.sleep(CHECK_INTERVAL_S)
-            ids = list(self._served)
-            for i in range(0, len(ids), CHECK_CHUNK):
-                chunk = ids[i : i + CHECK_CHUNK]
-                try:
-                    lasts = await self._storage.last_seqs(chunk)
-                except Exception as exc:
-                    log.debug("periodic seq check failed: %r", exc)
-                    break
-                for conv_id, last in lasts.items():
-                    st = self._served.get(conv_id)
-                    if st is not None and last > st.last:
-                        self._schedule_fill(conv_id, st, 0.0)
+            known = {conv_id: st.last for conv_id, st in self._served.items()}
+            try:
+                ahead = await self._storage.ahead_of(known)
+            except Exception as exc:
+                log.debug("periodic seq check failed: %r", exc)
+                continue
+            for conv_id, last in ahead.items():
+                st = self._served.get(conv_id)
+                if st is not None and last > st.last:
+                    self._schedule_fill(conv_id, st, 0.0)
 
     def _on_removed(self, event: dict[str, Any]) -> None:
         st = self._served.get(event["conv"])

@@ -51,8 +51,8 @@ class _HubStorage:
     async def history(self, conv_id: int, after: int, limit: int) -> tuple[list[Any], bool]:
         return await self._messages.history(conv_id, after, limit)
 
-    async def last_seqs(self, conv_ids: list[int]) -> dict[int, int]:
-        return await self._conversations.last_seqs(conv_ids)
+    async def ahead_of(self, known: dict[int, int]) -> dict[int, int]:
+        return await self._conversations.ahead_of(known)
 
     async def active_sessions(self, session_ids: list[int]) -> set[int]:
         return await self._sessions.active_ids(session_ids)

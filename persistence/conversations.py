@@ -1,13 +1,14 @@
 """Conversations (DMs and rooms), their members and their last seq."""
 
+import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Mapping
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from persistence._sql import chunks, insert_ignoring
+from persistence._sql import insert_ignoring
 from persistence.database import Database
 from persistence.records import Conversation, Member
 from persistence.schema import conversations, members, users
@@ -19,6 +20,17 @@ _CONV_COLUMNS = (
     conversations.c.kind,
     conversations.c.name,
     conversations.c.last_seq,
+)
+
+
+_AHEAD_PG = text(
+    "SELECT c.id, c.last_seq FROM unnest(CAST(:ids AS BIGINT[]), CAST(:lasts AS BIGINT[])) "
+    "AS k(id, last) JOIN conversations AS c ON c.id = k.id WHERE c.last_seq > k.last"
+)
+_AHEAD_SQLITE = text(
+    "SELECT c.id, c.last_seq FROM json_each(:known) AS k "
+    "JOIN conversations AS c ON c.id = json_extract(k.value, '$[0]') "
+    "WHERE c.last_seq > json_extract(k.value, '$[1]')"
 )
 
 
@@ -179,16 +191,22 @@ class ConversationStore:
             found = (await conn.execute(query)).scalar()
         return int(found) if found is not None else 0
 
-    async def last_seqs(self, conv_ids: Iterable[int]) -> dict[int, int]:
-        """Last seqs of those conv_ids that exist."""
-        found: dict[int, int] = {}
-        for part in chunks(conv_ids):
-            query = select(conversations.c.id, conversations.c.last_seq).where(
-                conversations.c.id.in_(part)
-            )
-            async with self._db.read() as conn:
-                found.update((row.id, int(row.last_seq)) for row in await conn.execute(query))
-        return found
+    async def ahead_of(self, known: Mapping[int, int]) -> dict[int, int]:
+        """Those of the conversations whose last committed seq is past the one known
+        (conv id -> seq), with that seq.
+
+        One statement with the pairs as one parameter, whatever their number: a node
+        checks every conversation it serves this way every few seconds, and the answer
+        is nearly always empty."""
+        if not known:
+            return {}
+        if self._db.dialect == "postgresql":
+            query, params = _AHEAD_PG, {"ids": list(known), "lasts": list(known.values())}
+        else:
+            query, params = _AHEAD_SQLITE, {"known": json.dumps(list(known.items()))}
+        async with self._db.read() as conn:
+            rows = await conn.execute(query, params)
+            return {int(row.id): int(row.last_seq) for row in rows}
 
     async def count_dm_partners_since(self, user_id: int, since_ms: int) -> int:
         """DMs this user opened (with someone new: an existing DM is not reopened) since then."""

@@ -9,6 +9,7 @@ from persistence.blocks import BlockStore
 from persistence.conversations import ConversationStore
 from persistence.database import Database
 from persistence.records import Member, User
+from persistence.writer import GroupCommitWriter
 
 AddUser = Callable[..., Awaitable[User]]
 
@@ -107,7 +108,7 @@ async def test_join_without_create_and_leave(db: Database, add_user: AddUser) ->
     assert await convs.member_ids(dm.id) == [alice.id, bob.id]
 
 
-async def test_for_user_and_last_seqs(db: Database, add_user: AddUser) -> None:
+async def test_for_user_and_ahead_of(db: Database, add_user: AddUser) -> None:
     convs = ConversationStore(db)
     alice, bob, carol = await add_user("alice"), await add_user("bob"), await add_user("carol")
     dm, _ = await convs.open_dm(alice.id, bob.id, 1)
@@ -122,7 +123,8 @@ async def test_for_user_and_last_seqs(db: Database, add_user: AddUser) -> None:
     assert mine[1].members == (Member(alice.id, "alice"), Member(carol.id, "carol"))
     assert mine[1].title == "R"
     assert await convs.for_user(alice.id + 100) == []
-    assert await convs.last_seqs([dm.id, room[0].id, 999]) == {dm.id: 0, room[0].id: 0}
+    assert await convs.ahead_of({dm.id: 0, room[0].id: 0, 999: 0}) == {}
+    assert await convs.ahead_of({}) == {}
     assert await convs.last_seq(999) == 0
     assert await convs.get(999) is None
 
@@ -141,3 +143,34 @@ async def test_blocks(db: Database, add_user: AddUser) -> None:
     assert await blocks.blocked_between(alice.id, bob.id)
     await blocks.unblock(alice.id, bob.id)
     assert not await blocks.blocked_between(alice.id, bob.id)
+
+
+async def test_ahead_of_names_only_conversations_past_the_known_seq(
+    db: Database, add_user: AddUser
+) -> None:
+    convs = ConversationStore(db)
+    alice, bob = await add_user("alice"), await add_user("bob")
+    dm, _ = await convs.open_dm(alice.id, bob.id, 1)
+    joined = await convs.join_room("r", "R", alice.id, 2, create=True)
+    assert joined is not None
+    room = joined[0]
+    writer = GroupCommitWriter(db)
+    await writer.start()
+    try:
+        for n in range(3):
+            await writer.append(
+                sender_id=alice.id,
+                sender_username="alice",
+                conv_id=room.id,
+                cmid=f"c{n}",
+                text="hi",
+                ts=3 + n,
+            )
+    finally:
+        await writer.stop()
+    assert await convs.ahead_of({dm.id: 0, room.id: 0}) == {room.id: 3}
+    assert await convs.ahead_of({dm.id: 0, room.id: 2}) == {room.id: 3}
+    assert await convs.ahead_of({dm.id: 0, room.id: 3}) == {}
+    # Many at once: one statement, whatever the count.
+    many = {room.id: 1, **{10_000 + n: 0 for n in range(5_000)}}
+    assert await convs.ahead_of(many) == {room.id: 3}
