@@ -13,7 +13,6 @@ reply, a close).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -118,7 +117,9 @@ class Connection:
         self._wire = wire
         self._flusher = flusher
         self._limit = buffer_frames
-        self._buf: collections.deque[Data] = collections.deque()
+        # A list, not a deque: it is emptied whole on each write, and an empty deque costs
+        # 600 bytes on every idle connection.
+        self._buf: list[Data] = []
         # A held connection queues but sends nothing until release().
         self._held = held
         self._marked = False  # in the flusher's list for this turn
@@ -134,7 +135,7 @@ class Connection:
 
     def release(self, first: Data) -> None:
         """Sends `first` (the `ready` frame) ahead of whatever was queued meanwhile."""
-        self._buf.appendleft(first)
+        self._buf.insert(0, first)
         self._held = False
         self._mark()
 

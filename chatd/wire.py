@@ -11,6 +11,7 @@ close, so the protocol's own state stays right.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,16 +59,96 @@ class _FrameMemo:
 _memo = _FrameMemo()
 
 
+class _Inbox:
+    """What uvicorn uses of asyncio.Queue (one consumer: the endpoint's receive), with
+    nothing allocated while empty: an idle connection's queue would hold three deques,
+    1.8 KiB."""
+
+    __slots__ = ("_getter", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._getter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        getter, self._getter = self._getter, None
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> Any:
+        # The item stays queued until taken here, so a cancelled get loses nothing.
+        while not self._items:
+            getter = self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await getter
+            finally:
+                if self._getter is getter:
+                    self._getter = None
+        return self._items.pop(0)
+
+
+class _Flag:
+    """What uvicorn uses of asyncio.Event (`writable`), its waiters made only on a wait."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        while not self._value:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            await waiter
+        return True
+
+
 class WireProtocol(WebSocketsSansIOProtocol):
     """Served by uvicorn (`ws=WireProtocol`); the endpoint reaches it through the scope."""
 
     _on_writable: Callable[[], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lighter stand-ins for what every connection holds while idle.
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # None: the handshake was refused before any scope
             scope["extensions"][SCOPE_KEY] = self
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "request", None) is not None:
+            # The handshake's request and response (their headers: 3 KiB) are not
+            # needed once it is done; the scope keeps what the endpoint reads.
+            del self.request, self.response
 
     # -- what chatd.connection uses ---------------------------------------------------
 

@@ -200,6 +200,7 @@ class ConversationStore:
         is nearly always empty."""
         if not known:
             return {}
+        params: dict[str, object]
         if self._db.dialect == "postgresql":
             query, params = _AHEAD_PG, {"ids": list(known), "lasts": list(known.values())}
         else:
