@@ -189,7 +189,7 @@ def main() -> int:
     args.port = _free_port()
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.connections * 2 + 100 > hard:
         print(f"the descriptor limit ({hard}) is too low for {args.connections}", file=sys.stderr)

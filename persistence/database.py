@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -29,9 +29,21 @@ PG_COMMAND_TIMEOUT_S = 30.0
 # Connections kept open per engine; overflow connections are opened beyond them under load.
 POOL_SIZE = 10
 POOL_MAX_OVERFLOW = 10
+# Connections of run_pg_write's own pool: the group-commit writer runs one batch at a time,
+# so one is kept open; the overflow is for any other caller at the same time.
+PG_WRITE_POOL_SIZE = 1
+PG_WRITE_POOL_MAX_OVERFLOW = 4
+# Times run_pg_write runs fn again on a new connection when the one its pool gave turns out
+# to be dead (after a PostgreSQL restart) before the COMMIT.
+STALE_CONNECTION_RETRIES = 1
 # Milliseconds SQLite waits on a locked database (another writer, another process) before
 # it reports SQLITE_BUSY.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# run_pg_write's connections run the same few prepared statements (the writer's) over and
+# over: plan them once, not at every run (a custom plan is most of their server time, and
+# their generic plans are the same index probes).
+_PG_WRITE_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 # busy_timeout comes first so that switching a fresh file to WAL waits for other processes.
 _SQLITE_PRAGMAS = (
@@ -75,6 +87,18 @@ def _asyncpg_unavailable_types() -> tuple[type[BaseException], ...]:
 _ASYNCPG_UNAVAILABLE = _asyncpg_unavailable_types()
 
 
+def _asyncpg_server_error_type() -> tuple[type[BaseException], ...]:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a locked dependency
+        return ()
+    return (asyncpg.PostgresError,)
+
+
+# An error that the server sent (a refused statement, but also a connection failure).
+_ASYNCPG_SERVER_ERROR = _asyncpg_server_error_type()
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when exc says the database cannot be reached, rather than that the data is bad."""
     seen: set[int] = set()
@@ -102,11 +126,13 @@ class Database:
     engine: AsyncEngine
     dialect: str
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, pg_write_engine: AsyncEngine | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         # Shares the pool; its transactions start with BEGIN IMMEDIATE on SQLite.
         self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        # PostgreSQL: run_pg_write's own pool, which does not ping (see run_pg_write).
+        self._pg_write_engine = pg_write_engine
         # SQLite only: a plain sqlite3 engine used from one thread of our own (see run_write).
         self._sync_engine: Engine | None = None
         self._sync_executor: ThreadPoolExecutor | None = None
@@ -124,12 +150,20 @@ class Database:
         url = normalise_url(url)
         backend = make_url(url).get_backend_name()
         if backend == "sqlite":
-            engine = _sqlite_engine(url)
-        elif backend == "postgresql":
-            engine = _postgresql_engine(url, pg_command_timeout)
-        else:
-            raise ValueError(f"unsupported database URL (sqlite or postgresql): {backend}")
-        return cls(engine)
+            return cls(_sqlite_engine(url))
+        if backend == "postgresql":
+            return cls(
+                _postgresql_engine(url, pg_command_timeout),
+                pg_write_engine=_postgresql_engine(
+                    url,
+                    pg_command_timeout,
+                    pre_ping=False,
+                    pool_size=PG_WRITE_POOL_SIZE,
+                    max_overflow=PG_WRITE_POOL_MAX_OVERFLOW,
+                    settings=_PG_WRITE_SETTINGS,
+                ),
+            )
+        raise ValueError(f"unsupported database URL (sqlite or postgresql): {backend}")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -147,9 +181,10 @@ class Database:
         """Run fn(connection, *args), a plain function, inside one write transaction.
 
         On PostgreSQL fn runs on the async engine (each statement is a network round
-        trip anyway). On SQLite it runs in one thread of our own on a sqlite3 connection, so
-        the whole transaction costs one hop between threads instead of one per statement:
-        this is what the group-commit writer uses for its batches.
+        trip anyway; the group-commit writer uses run_pg_write there). On SQLite it runs in
+        one thread of our own on a sqlite3 connection, so the whole transaction costs one hop
+        between threads instead of one per statement: this is what the group-commit writer
+        uses for its batches.
         """
         async with self._translate():
             if self.dialect != "sqlite" or _is_memory(self.engine.url.database):
@@ -158,6 +193,47 @@ class Database:
             executor = self._sqlite_executor()
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(executor, self._run_sqlite_write, fn, args)
+
+    async def run_pg_write(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """PostgreSQL only: await fn(connection, *args) inside one transaction, where
+        connection is the bare asyncpg connection. A lost database comes out as
+        StorageUnavailable, a refused statement as asyncpg's own exception.
+
+        This is what the group-commit writer uses for its batches: without SQLAlchemy's
+        layers between them, a batch costs a fraction of the Python. The connections come
+        from a pool of their own that does not ping one before handing it out (the pre-ping
+        is a BEGIN, a statement and a ROLLBACK: three round trips per transaction). A
+        connection that died meanwhile (a restart) fails instead before the COMMIT, having
+        committed nothing, and fn runs once more on a new connection: so fn must have no
+        effects outside its transaction. A failed COMMIT is never run again (it may have
+        committed). The pool's connections plan each prepared statement once (see
+        _PG_WRITE_SETTINGS), and commit durably like every other (synchronous_commit=on).
+        """
+        if self._pg_write_engine is None:
+            raise ValueError("run_pg_write needs a PostgreSQL database made by connect()")
+        async with self._translate():
+            attempt = 0
+            while True:
+                async with self._pg_write_engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    assert driver is not None  # a checked-out connection is a live one
+                    committing = False
+                    try:
+                        async with driver.transaction():
+                            result = await fn(driver, *args)
+                            committing = True
+                        return result
+                    except BaseException as exc:
+                        dead = driver.is_closed()
+                        # SQLAlchemy saw none of this, so it is up to us to keep a connection
+                        # out of the pool unless the server answered and nothing is left open.
+                        answered = isinstance(exc, _ASYNCPG_SERVER_ERROR)
+                        if dead or driver.is_in_transaction() or not answered:
+                            await conn.invalidate()
+                        stale = dead and not committing and isinstance(exc, Exception)
+                        if not stale or attempt >= STALE_CONNECTION_RETRIES:
+                            raise
+                        attempt += 1
 
     def _sqlite_executor(self) -> ThreadPoolExecutor:
         with self._sync_lock:
@@ -218,6 +294,8 @@ class Database:
             if sync_engine is not None:
                 await asyncio.get_running_loop().run_in_executor(executor, sync_engine.dispose)
             executor.shutdown(wait=True)
+        if self._pg_write_engine is not None:
+            await self._pg_write_engine.dispose()
         await self.engine.dispose()
 
 
@@ -266,17 +344,25 @@ def _sqlite_setup(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-def _postgresql_engine(url: str, command_timeout: float | None) -> AsyncEngine:
+def _postgresql_engine(
+    url: str,
+    command_timeout: float | None,
+    *,
+    pre_ping: bool = True,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = POOL_MAX_OVERFLOW,
+    settings: dict[str, str] | None = None,
+) -> AsyncEngine:
     return create_async_engine(
         url,
         # Errors and logs never carry bound values: they are message texts and tokens.
         hide_parameters=True,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_MAX_OVERFLOW,
-        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=pre_ping,
         connect_args={
             "timeout": PG_CONNECT_TIMEOUT_S,
             "command_timeout": command_timeout,
-            "server_settings": {"synchronous_commit": "on"},
+            "server_settings": {"synchronous_commit": "on", **(settings or {})},
         },
     )

@@ -1,10 +1,13 @@
 """The group-commit writer: appends messages in batches, one transaction per batch.
 
 Appends queue up; one task takes whatever is waiting (up to max_batch), and in one
-transaction locks each conversation's counter row in id order, gives each message the
-next seq and hash-chain link, inserts them all and commits. Callers learn the outcome only
-after the commit, so nothing acked or published was ever not durable. While one batch
-commits the next one gathers: that is the group commit, without a fixed delay.
+transaction locks each conversation's counter row in id order, looks up the cmids already
+stored, gives each new message the next seq and hash-chain link, inserts them all, writes
+the counters back and commits. Callers learn the outcome only after the commit, so nothing
+acked or published was ever not durable. While one batch commits the next one gathers:
+that is the group commit, without a fixed delay. On PostgreSQL a batch is four round trips
+on the bare asyncpg connection (BEGIN; lock and lookup; insert and counters; COMMIT); on
+SQLite it is one hop to the thread that holds the writer's sqlite3 connection.
 """
 
 from __future__ import annotations
@@ -84,13 +87,11 @@ class _Pending:
 
 Outcome = AppendResult | BaseException
 
-_LOCK_COUNTERS = (
-    select(conversations.c.id, conversations.c.last_seq, conversations.c.chain_head)
-    .where(conversations.c.id.in_(bindparam("conv_ids", expanding=True)))
-    # Every node takes counter rows in this one order, so two batches never deadlock.
-    .order_by(conversations.c.id)
-    .with_for_update()
-)
+# SQLite: the batch's BEGIN IMMEDIATE holds the database's write lock, which excludes every
+# other writer, so a plain read of the counters is already a locked one.
+_COUNTERS_SQLITE = select(
+    conversations.c.id, conversations.c.last_seq, conversations.c.chain_head
+).where(conversations.c.id.in_(bindparam("conv_ids", expanding=True)))
 # The pairs come in as one parameter (a JSON array, or two arrays) and drive the join: a
 # row-value IN list would scan the index on SQLite, and building an expression per batch
 # costs more than the commit.
@@ -106,11 +107,27 @@ _LOOKUP_CMIDS_SQLITE = text(
     "CROSS JOIN messages AS m ON m.sender_id = json_extract(p.value, '$[0]') "
     f"AND m.cmid = json_extract(p.value, '$[1]') {_LOOKUP_JOINS}"
 )
-_LOOKUP_CMIDS_PG = text(
-    f"SELECT {_LOOKUP_COLUMNS} "
-    "FROM unnest(CAST(:senders AS BIGINT[]), CAST(:cmids AS VARCHAR[])) AS p(sender_id, cmid) "
-    "JOIN messages AS m ON m.sender_id = p.sender_id AND m.cmid = p.cmid "
-    f"{_LOOKUP_JOINS}"
+# PostgreSQL (asyncpg, $n parameters): the counter lock and the cmid lookup in one round
+# trip. A row with a counter_id is a locked counter, any other a stored message. Every node
+# takes counter rows in id order (ORDER BY comes before the locking), so two batches never
+# deadlock. The ids come as one array, so the statement (and its prepared form) is the
+# same for any number of conversations. The lookup reads the statement's snapshot, taken
+# before any wait for a lock: a message with the same cmid that another node committed
+# during that wait is not seen, so the insert below breaks the unique (sender_id, cmid)
+# constraint and the batch is redone one message at a time, each finding what is stored.
+# That is what already happens when the two messages name different conversations, whose
+# batches no lock orders.
+_LOCK_AND_LOOKUP_PG = (
+    "WITH counters AS MATERIALIZED ("
+    "SELECT id, last_seq, chain_head FROM conversations "
+    "WHERE id = ANY(CAST($1 AS BIGINT[])) ORDER BY id FOR UPDATE) "
+    "SELECT id AS counter_id, last_seq, chain_head, NULL AS id, NULL AS conv_id, NULL AS seq, "
+    "NULL AS sender_id, NULL AS username, NULL AS text, NULL AS ts, NULL AS cmid, "
+    "NULL AS removed FROM counters "
+    "UNION ALL "
+    f"SELECT NULL, NULL, NULL, {_LOOKUP_COLUMNS} "
+    "FROM unnest(CAST($2 AS BIGINT[]), CAST($3 AS VARCHAR[])) AS p(sender_id, cmid) "
+    f"JOIN messages AS m ON m.sender_id = p.sender_id AND m.cmid = p.cmid {_LOOKUP_JOINS}"
 )
 _INSERT_COLUMNS = ("conv_id", "seq", "sender_id", "cmid", "text", "ts", "hash", "prev_hash")
 # Straight to sqlite3's executemany: SQLAlchemy's per-row parameter processing would cost
@@ -119,27 +136,27 @@ _INSERT_SQLITE = (
     f"INSERT INTO messages (id, {', '.join(_INSERT_COLUMNS)}) "
     f"VALUES (?, {', '.join('?' for _ in _INSERT_COLUMNS)})"
 )
-_PG_ARRAY_TYPES = {
-    "conv_id": "BIGINT",
-    "seq": "BIGINT",
-    "sender_id": "BIGINT",
-    "cmid": "VARCHAR",
-    "text": "TEXT",
-    "ts": "BIGINT",
-    "hash": "VARCHAR",
-    "prev_hash": "VARCHAR",
-}
-_INSERT_PG = text(
-    f"INSERT INTO messages ({', '.join(_INSERT_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{column} AS {_PG_ARRAY_TYPES[column]}[])" for column in _INSERT_COLUMNS)
-    + ") RETURNING id, conv_id, seq"
+# The array type of each of _INSERT_COLUMNS, in that order.
+_PG_ARRAY_TYPES = ("BIGINT", "BIGINT", "BIGINT", "VARCHAR", "TEXT", "BIGINT", "VARCHAR", "VARCHAR")
+# PostgreSQL: the insert and the counter update in one round trip, with one array per
+# column (no per-row parameters to build or bind). A data-modifying WITH runs to completion
+# whatever the outer SELECT reads, and the counter rows it updates are locked by this
+# transaction already.
+_INSERT_AND_BUMP_PG = (
+    f"WITH ins AS (INSERT INTO messages ({', '.join(_INSERT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(${n} AS {kind}[])" for n, kind in enumerate(_PG_ARRAY_TYPES, 1))
+    + ") RETURNING id, conv_id, seq), "
+    "bump AS (UPDATE conversations SET last_seq = v.seq, chain_head = v.head "
+    "FROM unnest(CAST($9 AS BIGINT[]), CAST($10 AS BIGINT[]), CAST($11 AS VARCHAR[])) "
+    "AS v(id, seq, head) WHERE conversations.id = v.id) "
+    "SELECT id, conv_id, seq FROM ins"
 )
 # AUTOINCREMENT's own counter counts too, so an id is never given twice on SQLite.
 _LAST_MESSAGE_ID_SQLITE = (
     "SELECT max(coalesce((SELECT max(id) FROM messages), 0), "
     "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))"
 )
-_UPDATE_COUNTER = (
+_UPDATE_COUNTER_SQLITE = (
     update(conversations)
     .where(conversations.c.id == bindparam("b_id"))
     .values(last_seq=bindparam("b_seq"), chain_head=bindparam("b_head"))
@@ -293,23 +310,50 @@ class GroupCommitWriter:
         return outcomes
 
     async def _commit(self, batch: list[_Pending]) -> list[Outcome]:
-        return await self._db.run_write(_write_batch, batch)
+        if self._db.dialect == "postgresql":
+            return await self._db.run_pg_write(_write_batch_pg, batch)
+        return await self._db.run_write(_write_batch_sqlite, batch)
 
 
-def _write_batch(conn: Connection, batch: list[_Pending]) -> list[Outcome]:
-    """Inside one transaction: lock counters, dedupe cmids, link, insert, bump counters."""
+# A counter row: (last_seq, chain_head) by conversation id.
+Counters = dict[int, tuple[int, str]]
+# Stored messages by (sender_id, cmid).
+Stored = dict[tuple[int, str], Message]
+# A message row in _INSERT_COLUMNS order.
+Row = tuple[int, int, int, str, str, int, str, str]
+# Message ids by (conv_id, seq).
+Ids = dict[tuple[int, int], int]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a batch writes, worked out from its locked counters and its stored cmids."""
+
+    outcomes: list[Outcome | None]
+    rows: list[Row]
+    # The batch index of each row.
+    row_index: list[int]
+    # (index, index of the first message in the batch with the same (sender, cmid)).
+    later_of: list[tuple[int, int]]
+    # The counters as they are to be written back: (conv_id, last_seq, chain_head).
+    bumps: list[tuple[int, int, str]]
+
+
+def _batch_keys(batch: list[_Pending]) -> tuple[list[int], list[tuple[int, str]]]:
+    """The batch's conversation ids (sorted: the lock order) and (sender, cmid) pairs."""
     conv_ids = sorted({item.conv_id for item in batch})
-    counters = {
-        row.id: (int(row.last_seq), row.chain_head)
-        for row in conn.execute(_LOCK_COUNTERS, {"conv_ids": conv_ids})
-    }
-    stored = _stored_by_cmid(conn, batch)
+    pairs = sorted({(item.sender_id, item.cmid) for item in batch})
+    return conv_ids, pairs
 
+
+def _plan(batch: list[_Pending], counters: Counters, stored: Stored) -> _Plan:
+    """Dedupe the cmids (stored ones and repeats within the batch), then give each new
+    message the next seq and chain link of its conversation. No I/O."""
     outcomes: list[Outcome | None] = [None] * len(batch)
     # (sender, cmid) -> index of the first new message in this batch with it.
     first_of: dict[tuple[int, str], int] = {}
     later_of: list[tuple[int, int]] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     row_index: list[int] = []
     for index, item in enumerate(batch):
         key = (item.sender_id, item.cmid)
@@ -331,43 +375,31 @@ def _write_batch(conn: Connection, batch: list[_Pending]) -> list[Outcome]:
         first_of[key] = index
         row_index.append(index)
         rows.append(
-            {
-                "conv_id": item.conv_id,
-                "seq": seq,
-                "sender_id": item.sender_id,
-                "cmid": item.cmid,
-                "text": item.text,
-                "ts": item.ts,
-                "hash": new_head,
-                "prev_hash": head,
-            }
+            (item.conv_id, seq, item.sender_id, item.cmid, item.text, item.ts, new_head, head)
         )
+    touched = sorted({row[0] for row in rows})
+    bumps = [(conv_id, *counters[conv_id]) for conv_id in touched]
+    return _Plan(outcomes, rows, row_index, later_of, bumps)
 
-    if rows:
-        ids = _insert_messages(conn, rows)
-        touched = {row["conv_id"] for row in rows}
-        conn.execute(
-            _UPDATE_COUNTER,
-            [
-                {"b_id": conv_id, "b_seq": counters[conv_id][0], "b_head": counters[conv_id][1]}
-                for conv_id in sorted(touched)
-            ],
+
+def _outcomes(batch: list[_Pending], plan: _Plan, ids: Ids) -> list[Outcome]:
+    """Each message's outcome, in batch order, once its row has its id."""
+    outcomes = plan.outcomes
+    for index, row in zip(plan.row_index, plan.rows, strict=True):
+        item = batch[index]
+        message = Message(
+            id=ids[(row[0], row[1])],
+            conv=item.conv_id,
+            seq=row[1],
+            sender_id=item.sender_id,
+            sender_username=item.sender_username,
+            text=item.text,
+            ts=item.ts,
+            cmid=item.cmid,
+            removed=False,
         )
-        for index, row in zip(row_index, rows, strict=True):
-            item = batch[index]
-            message = Message(
-                id=ids[(row["conv_id"], row["seq"])],
-                conv=item.conv_id,
-                seq=row["seq"],
-                sender_id=item.sender_id,
-                sender_username=item.sender_username,
-                text=item.text,
-                ts=item.ts,
-                cmid=item.cmid,
-                removed=False,
-            )
-            outcomes[index] = AppendResult(message, duplicate=False)
-    for index, first in later_of:
+        outcomes[index] = AppendResult(message, duplicate=False)
+    for index, first in plan.later_of:
         first_outcome = outcomes[first]
         assert isinstance(first_outcome, AppendResult)
         outcomes[index] = AppendResult(first_outcome.message, duplicate=True)
@@ -375,41 +407,71 @@ def _write_batch(conn: Connection, batch: list[_Pending]) -> list[Outcome]:
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> dict[tuple[int, int], int]:
-    """Insert the rows (in order); their ids by (conv_id, seq)."""
-    if conn.dialect.name == "sqlite":
-        # The write transaction excludes every other writer, so the next ids are ours to
-        # give; a plain executemany is several times cheaper than INSERT ... RETURNING.
+async def _write_batch_pg(conn: Any, batch: list[_Pending]) -> list[Outcome]:
+    """PostgreSQL, inside one transaction on an asyncpg connection: lock the counters and
+    look the cmids up (one round trip), then insert and bump the counters (one more)."""
+    conv_ids, pairs = _batch_keys(batch)
+    counters: Counters = {}
+    stored: Stored = {}
+    senders = [sender for sender, _ in pairs]
+    cmids = [cmid for _, cmid in pairs]
+    for r in await conn.fetch(_LOCK_AND_LOOKUP_PG, conv_ids, senders, cmids):
+        if r["counter_id"] is not None:
+            counters[r["counter_id"]] = (r["last_seq"], r["chain_head"])
+            continue
+        message = Message(
+            id=r["id"],
+            conv=r["conv_id"],
+            seq=r["seq"],
+            sender_id=r["sender_id"],
+            sender_username=r["username"],
+            text=r["text"],
+            ts=r["ts"],
+            cmid=r["cmid"],
+            removed=r["removed"],
+        )
+        stored[(message.sender_id, message.cmid)] = message
+    plan = _plan(batch, counters, stored)
+    ids: Ids = {}
+    if plan.rows:
+        bumps = plan.bumps
+        inserted = await conn.fetch(
+            _INSERT_AND_BUMP_PG,
+            *(list(column) for column in zip(*plan.rows, strict=True)),
+            [conv_id for conv_id, _, _ in bumps],
+            [seq for _, seq, _ in bumps],
+            [head for _, _, head in bumps],
+        )
+        ids = {(r["conv_id"], r["seq"]): r["id"] for r in inserted}
+    return _outcomes(batch, plan, ids)
+
+
+def _write_batch_sqlite(conn: Connection, batch: list[_Pending]) -> list[Outcome]:
+    """SQLite, inside one write transaction (it holds the write lock from its BEGIN)."""
+    conv_ids, pairs = _batch_keys(batch)
+    counters: Counters = {
+        row.id: (int(row.last_seq), row.chain_head)
+        for row in conn.execute(_COUNTERS_SQLITE, {"conv_ids": conv_ids})
+    }
+    stored: Stored = {}
+    for row in conn.execute(_LOOKUP_CMIDS_SQLITE, {"pairs": json.dumps(pairs)}):
+        message = message_from_row(row)
+        stored[(message.sender_id, message.cmid)] = message
+    plan = _plan(batch, counters, stored)
+    ids: Ids = {}
+    if plan.rows:
+        # The write lock excludes every other writer, so the next ids are ours to give; a
+        # plain executemany is several times cheaper than INSERT ... RETURNING.
         next_id = int(conn.exec_driver_sql(_LAST_MESSAGE_ID_SQLITE).scalar_one()) + 1
         conn.exec_driver_sql(
-            _INSERT_SQLITE,
-            [
-                (next_id + offset, *(row[column] for column in _INSERT_COLUMNS))
-                for offset, row in enumerate(rows)
-            ],
+            _INSERT_SQLITE, [(next_id + offset, *row) for offset, row in enumerate(plan.rows)]
         )
-        return {(row["conv_id"], row["seq"]): next_id + offset for offset, row in enumerate(rows)}
-    # One statement with one array per column: no per-row parameters to build or bind.
-    columns = {column: [row[column] for row in rows] for column in _INSERT_COLUMNS}
-    return {(int(r.conv_id), int(r.seq)): int(r.id) for r in conn.execute(_INSERT_PG, columns)}
-
-
-def _stored_by_cmid(conn: Connection, batch: list[_Pending]) -> dict[tuple[int, str], Message]:
-    """The batch's (sender, cmid) pairs that are stored already: one index probe each."""
-    pairs = sorted({(item.sender_id, item.cmid) for item in batch})
-    if conn.dialect.name == "postgresql":
-        params: dict[str, Any] = {
-            "senders": [sender for sender, _ in pairs],
-            "cmids": [cmid for _, cmid in pairs],
-        }
-        result = conn.execute(_LOOKUP_CMIDS_PG, params)
-    else:
-        result = conn.execute(_LOOKUP_CMIDS_SQLITE, {"pairs": json.dumps(pairs)})
-    found = {}
-    for row in result:
-        message = message_from_row(row)
-        found[(message.sender_id, message.cmid)] = message
-    return found
+        conn.execute(
+            _UPDATE_COUNTER_SQLITE,
+            [{"b_id": conv_id, "b_seq": seq, "b_head": head} for conv_id, seq, head in plan.bumps],
+        )
+        ids = {(row[0], row[1]): next_id + offset for offset, row in enumerate(plan.rows)}
+    return _outcomes(batch, plan, ids)
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -21,6 +22,8 @@ AddUser = Callable[..., Awaitable[User]]
 
 # A port on 127.0.0.1 where nothing listens.
 DOWN_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
+# Milliseconds pg_terminate_backend waits for the backend to be gone.
+TERMINATE_TIMEOUT_MS = 10_000
 
 
 async def test_durability_settings(db: Database) -> None:
@@ -77,6 +80,63 @@ async def test_stores_raise_storage_unavailable_when_down(tmp_path: Path) -> Non
                 await UserStore(db).by_id(1)
         finally:
             await db.close()
+
+
+async def _backend_pid(conn: Any) -> int:
+    return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
+async def test_run_pg_write_keeps_a_connection_after_a_refused_statement(db: Database) -> None:
+    """Its transaction is rolled back and its connection goes back to the pool (SQLite has
+    no run_pg_write: ValueError)."""
+    if db.dialect != "postgresql":
+        with pytest.raises(ValueError):
+            await db.run_pg_write(_backend_pid)
+        return
+    import asyncpg
+
+    first = await db.run_pg_write(_backend_pid)
+
+    async def refused(conn: Any) -> None:
+        await conn.execute("CREATE TEMPORARY TABLE run_pg_write_t (n INT) ON COMMIT DROP")
+        await conn.execute("INSERT INTO run_pg_write_t VALUES (1)")
+        await conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await db.run_pg_write(refused)
+
+    async def state(conn: Any) -> tuple[int, bool, str, str]:
+        leftover = await conn.fetchval("SELECT to_regclass('pg_temp.run_pg_write_t') IS NOT NULL")
+        durable = await conn.fetchval("SHOW synchronous_commit")
+        planning = await conn.fetchval("SHOW plan_cache_mode")
+        return await _backend_pid(conn), leftover, durable, planning
+
+    # The same connection, its transaction rolled back; it commits durably (the writer's
+    # commits are the ones that matter) and plans its statements once.
+    assert await db.run_pg_write(state) == (first, False, "on", "force_generic_plan")
+
+
+async def test_run_pg_write_runs_again_on_a_new_connection_when_its_own_died(
+    db: Database,
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no server to lose")
+    first = await db.run_pg_write(_backend_pid)
+    async with db.write() as conn:
+        # With a timeout it returns once the backend is gone, not when it was signalled.
+        await conn.execute(
+            text("SELECT pg_terminate_backend(:pid, :ms)"),
+            {"pid": first, "ms": TERMINATE_TIMEOUT_MS},
+        )
+    calls: list[int] = []
+
+    async def counted(conn: Any) -> int:
+        calls.append(1)
+        return await _backend_pid(conn)
+
+    second = await db.run_pg_write(counted)
+    assert second != first
+    assert len(calls) <= 2  # at most once on the dead connection, once on the new one
 
 
 async def test_writer_on_sqlite_memory_database_uses_the_async_engine() -> None:

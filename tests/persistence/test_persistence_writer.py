@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
+from sqlalchemy import text
+from support.wait import async_wait_until
 
+from persistence.chain import link_hash
 from persistence.conversations import ConversationStore
 from persistence.database import Database
 from persistence.errors import AppendFailed, StorageUnavailable
@@ -20,6 +24,8 @@ AddUser = Callable[..., Awaitable[User]]
 # Messages per appender in the concurrency test (10 appenders: 1,200 in all).
 PER_APPENDER = 120
 APPENDERS = 10
+# Seconds a test waits for the writer's batch to queue behind a lock held by the test.
+LOCK_WAIT_TIMEOUT_S = 10.0
 
 
 @pytest.fixture
@@ -324,3 +330,103 @@ async def test_a_full_queue_refuses_with_storage_unavailable(
     finally:
         await w.stop()
     assert [type(o) for o in outcomes] == [AppendResult] * 5 + [StorageUnavailable] * 5
+
+
+async def test_a_batch_on_postgresql_is_four_round_trips(
+    db: Database, add_user: AddUser, writer: GroupCommitWriter
+) -> None:
+    """BEGIN, lock and lookup, insert and counters, COMMIT: no pre-ping, nothing else."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no round trips")
+    conv, (alice, bob) = await _room(db, add_user, "alice", "bob")
+    await _send(writer, alice, conv, "warm-up")
+    queries: list[str] = []
+
+    async def log_queries(conn: Any) -> None:
+        conn.add_query_logger(lambda record: queries.append(record.query))
+
+    # The writer's pool keeps one connection, which the writer takes for its next batches.
+    await db.run_pg_write(log_queries)
+    # asyncpg hands each record to the logger with call_soon, before the commit's outcome
+    # wakes the appenders: by the time an append returns, its batch's queries are here.
+    queries.clear()
+    batches = writer.stats.batches
+    one, two = await asyncio.gather(_send(writer, alice, conv, "a"), _send(writer, bob, conv, "b"))
+    assert writer.stats.batches == batches + 1
+    assert (one.message.seq, two.message.seq) == (2, 3)
+    assert [q.split()[0] for q in queries] == ["BEGIN;", "WITH", "WITH", "COMMIT;"]
+    assert "FOR UPDATE" in queries[1] and "JOIN messages" in queries[1]
+    assert "INSERT INTO messages" in queries[2] and "UPDATE conversations" in queries[2]
+
+    queries.clear()
+    again = await _send(writer, alice, conv, "a")  # only a stored cmid: nothing to insert
+    assert again.duplicate and again.message == one.message
+    assert [q.split()[0] for q in queries] == ["BEGIN;", "WITH", "COMMIT;"]
+
+
+async def test_a_cmid_committed_while_the_batch_waited_for_its_lock_is_not_stored_twice(
+    db: Database, db_url: str, add_user: AddUser, writer: GroupCommitWriter
+) -> None:
+    """Another node commits alice's cmid while this batch waits for the counter lock: the
+    batch's lookup, read before the wait, misses it; the unique (sender, cmid) constraint
+    fails the batch, and redone one by one it answers with the other node's message."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: on SQLite a batch waits for the write lock at BEGIN")
+    conv, (alice, bob) = await _room(db, add_user, "alice", "bob")
+    await _send(writer, alice, conv, "warm-up")
+    other = await Database.connect(db_url)
+
+    async def waiting_for_lock() -> bool:
+        async with db.read() as conn:
+            waiting = await conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE 'WITH counters%'"
+                )
+            )
+            return bool(waiting.scalar_one())
+
+    try:
+        async with other.write() as conn:  # the other node's batch, by hand
+            counter = (
+                await conn.execute(
+                    text(
+                        "SELECT last_seq, chain_head FROM conversations WHERE id = :id FOR UPDATE"
+                    ),
+                    {"id": conv},
+                )
+            ).one()
+            seq, prev = counter.last_seq + 1, counter.chain_head
+            head = link_hash(prev, conv, seq, alice.id, "race", "from the other node", 7)
+            await conn.execute(
+                text(
+                    "INSERT INTO messages (conv_id, seq, sender_id, cmid, text, ts, hash, "
+                    "prev_hash) VALUES (:conv, :seq, :sender, 'race', 'from the other node', "
+                    "7, :head, :prev)"
+                ),
+                {"conv": conv, "seq": seq, "sender": alice.id, "head": head, "prev": prev},
+            )
+            await conn.execute(
+                text("UPDATE conversations SET last_seq = :seq, chain_head = :head WHERE id = :id"),
+                {"seq": seq, "head": head, "id": conv},
+            )
+            retried = writer.stats.retried_batches
+            batches = writer.stats.batches
+            # Both queue in this turn of the loop: one batch, which waits for the lock.
+            race = asyncio.create_task(_send(writer, alice, conv, "race", "from this node"))
+            bobs = asyncio.create_task(_send(writer, bob, conv, "b1", "bob's"))
+            await async_wait_until(
+                waiting_for_lock, LOCK_WAIT_TIMEOUT_S, message="the batch never waited"
+            )
+        # The other node has committed: the batch goes on.
+        raced, bob_result = await race, await bobs
+    finally:
+        await other.close()
+    assert writer.stats.batches == batches + 1
+    assert writer.stats.retried_batches == retried + 1  # the path this test is about
+    assert raced.duplicate
+    assert (raced.message.seq, raced.message.text) == (2, "from the other node")
+    assert not bob_result.duplicate and bob_result.message.seq == 3
+    assert [m.cmid for m in await _all_messages(db, conv)] == ["warm-up", "race", "b1"]
+    assert await ConversationStore(db).last_seq(conv) == 3
+    assert await MessageStore(db).verify(conv) is None
