@@ -138,9 +138,7 @@ async def _probe(args: argparse.Namespace, work: Path) -> None:
         n = min(CONNECT_BATCH, args.connections - start)
         made = await asyncio.gather(
             *(
-                loop.create_connection(
-                    lambda: _Idle(token, ready, counter), "127.0.0.1", args.port
-                )
+                loop.create_connection(lambda: _Idle(token, ready, counter), "127.0.0.1", args.port)
                 for _ in range(n)
             )
         )
@@ -154,10 +152,7 @@ async def _probe(args: argparse.Namespace, work: Path) -> None:
     after = tracemalloc.take_snapshot()
     rss_after = _rss_kib()
     mine = tracemalloc.Filter(False, __file__, all_frames=True)
-    stats = (
-        after.filter_traces([mine])
-        .compare_to(before.filter_traces([mine]), args.group)
-    )
+    stats = after.filter_traces([mine]).compare_to(before.filter_traces([mine]), args.group)
     n = args.connections
     total = sum(s.size_diff for s in stats)
     print(f"{n} idle authenticated connections, one account, uvloop, SQLite, memory broker")
