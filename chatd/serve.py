@@ -17,6 +17,7 @@ import uvicorn
 from chatd.app import build_app
 from chatd.config import Config
 from chatd.wire import WireProtocol
+from chatd.ws import direct_ws
 from protocol.codes import CloseCode
 from protocol.limits import MAX_FRAME_BYTES
 
@@ -39,7 +40,7 @@ async def run(config: Config) -> int:
     app = build_app(config)
     node = app.state.node
     uv_config = uvicorn.Config(
-        app,
+        direct_ws(app),
         host=config.server.host,
         port=config.server.port,
         ws=WireProtocol,  # uvicorn's websockets-sansio, with chatd's direct writes

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
 # The scope extension under which the endpoint finds its connection's wire.
 SCOPE_KEY = "chatd.wire"
@@ -152,6 +152,13 @@ class WireProtocol(WebSocketsSansIOProtocol):
             # The handshake's request and response (their headers: 3 KiB) are not
             # needed once it is done; the scope keeps what the endpoint reads.
             del self.request, self.response
+            conn = self.conn
+            if conn.state is State.OPEN and not conn.reader.buffer:
+                # The handshake's parser generator keeps the request alive in its frame;
+                # a bare frame parser in its place is where that one stands now (nothing
+                # of a frame read), as websockets itself swaps in discard() on a close.
+                conn.parser = Protocol.parse(conn)
+                next(conn.parser)
 
     # -- what chatd.connection uses ---------------------------------------------------
 

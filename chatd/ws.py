@@ -12,7 +12,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatd import addresses, views
@@ -22,6 +24,7 @@ from chatd.node import Node
 from chatd.session import Session
 from chatd.wire import SCOPE_KEY
 from persistence.database import StorageUnavailable
+from persistence.records import User
 from protocol import server_frames
 from protocol.codec import Codec, Rid, extract_rid, negotiate
 from protocol.codes import CloseCode, ErrorCode
@@ -62,6 +65,22 @@ def _payload(message: Mapping[str, Any]) -> Data | None:
     if data is not None:
         return data
     return message.get("text")
+
+
+def direct_ws(app: Starlette) -> ASGIApp:
+    """The node's ASGI app under uvicorn: /ws straight to its endpoint, the rest through
+    Starlette. Starlette's layers would each hold a coroutine frame on every connection
+    for its whole life (about 4 KiB together, on each idle one); the endpoint catches
+    what they would have."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = app
+            await ws_endpoint(WebSocket(scope, receive, send))
+        else:
+            await app(scope, receive, send)
+
+    return asgi
 
 
 def _deny(status: int, code: str, message: str) -> JSONResponse:
@@ -122,37 +141,12 @@ async def _refuse_auth(
 async def _serve(
     websocket: WebSocket, node: Node, codec: Codec, transport: _AsgiTransport, wire: Wire
 ) -> None:
-    limits = node.config.limits
-    try:
-        first = await asyncio.wait_for(websocket.receive(), limits.auth_timeout_s)
-    except TimeoutError:
-        await transport.close(CloseCode.AUTH_FAILED)
+    # Helpers do the authentication and the `ready`, so that what they held (frames, rows,
+    # the conversation list) is not kept alive by this frame for the connection's life.
+    authenticated = await _authenticate(websocket, node, codec, transport)
+    if authenticated is None:
         return
-    if first["type"] != "websocket.receive":
-        return
-    rid = None
-    try:
-        obj = codec.decode(_payload(first) or b"")
-        rid = extract_rid(obj)  # the refusal is a reply too: it echoes a good rid
-        frame = parse_frame(obj)
-    except ProtocolError as exc:
-        rid = rid if rid is not None else exc.rid
-        await _refuse_auth(transport, codec, "the first frame must be auth", rid)
-        return
-    if not isinstance(frame, Auth):
-        await _refuse_auth(transport, codec, "the first frame must be auth", rid)
-        return
-    try:
-        found = await node.accounts.authenticate(frame.token)
-    except StorageUnavailable:
-        error = server_frames.error(ErrorCode.UNAVAILABLE, "storage unavailable", rid=rid)
-        await transport.send(codec.encode(error))
-        await transport.close(CloseCode.INTERNAL)
-        return
-    if found is None:
-        await _refuse_auth(transport, codec, "bad, expired or revoked token", rid)
-        return
-    session_id, user = found
+    session_id, user, rid = authenticated
     hub = node.hub
     conn = Connection(
         conn_id=hub.new_conn_id(),
@@ -163,28 +157,16 @@ async def _serve(
         codec=codec,
         wire=wire,
         flusher=hub.flusher,
-        buffer_frames=limits.send_buffer_frames,
+        buffer_frames=node.config.limits.send_buffer_frames,
         # Held until `ready` is queued: live pushes of conversations attached before it
         # must not reach the client ahead of it.
         held=True,
     )
     await hub.register(conn)
     session = Session(node=node, conn=conn, user=user)
+    del authenticated
     try:
-        convs = await node.chat.conversations_for(user.id)
-        objs = []
-        for conv in convs:
-            known = await hub.attach(conn, conv.id, conv.last_seq)
-            objs.append(views.conv_object(conv, user.id, last_seq=known))
-        ready = server_frames.ready(
-            user=views.user_object(user),
-            session=session_id,
-            node=node.node_id,
-            server_time=now_ms(),
-            conversations=objs,
-            rid=rid,
-        )
-        conn.release(codec.encode(ready))
+        await _ready(node, conn, user, session_id, rid)
         await _read_frames(websocket, conn, session)
     finally:
         hub.unregister(conn)
@@ -192,6 +174,63 @@ async def _serve(
         if not conn.closed:
             conn.close(CloseCode.NORMAL)
         await conn.wait_closed(CLOSE_WAIT_S)
+
+
+async def _authenticate(
+    websocket: WebSocket, node: Node, codec: Codec, transport: _AsgiTransport
+) -> tuple[int, User, Rid] | None:
+    """The first frame must be a good `auth`: (session id, user, its rid), or None when
+    the connection was refused (and closed)."""
+    try:
+        first = await asyncio.wait_for(websocket.receive(), node.config.limits.auth_timeout_s)
+    except TimeoutError:
+        await transport.close(CloseCode.AUTH_FAILED)
+        return None
+    if first["type"] != "websocket.receive":
+        return None
+    rid = None
+    try:
+        obj = codec.decode(_payload(first) or b"")
+        rid = extract_rid(obj)  # the refusal is a reply too: it echoes a good rid
+        frame = parse_frame(obj)
+    except ProtocolError as exc:
+        rid = rid if rid is not None else exc.rid
+        await _refuse_auth(transport, codec, "the first frame must be auth", rid)
+        return None
+    if not isinstance(frame, Auth):
+        await _refuse_auth(transport, codec, "the first frame must be auth", rid)
+        return None
+    try:
+        found = await node.accounts.authenticate(frame.token)
+    except StorageUnavailable:
+        error = server_frames.error(ErrorCode.UNAVAILABLE, "storage unavailable", rid=rid)
+        await transport.send(codec.encode(error))
+        await transport.close(CloseCode.INTERNAL)
+        return None
+    if found is None:
+        await _refuse_auth(transport, codec, "bad, expired or revoked token", rid)
+        return None
+    session_id, user = found
+    return session_id, user, rid
+
+
+async def _ready(node: Node, conn: Connection, user: User, session_id: int, rid: Rid) -> None:
+    """Attaches the connection to its conversations, then sends `ready` ahead of all."""
+    hub = node.hub
+    convs = await node.chat.conversations_for(conn.user_id)
+    objs = []
+    for conv in convs:
+        known = await hub.attach(conn, conv.id, conv.last_seq)
+        objs.append(views.conv_object(conv, conn.user_id, last_seq=known))
+    ready = server_frames.ready(
+        user=views.user_object(user),
+        session=session_id,
+        node=node.node_id,
+        server_time=now_ms(),
+        conversations=objs,
+        rid=rid,
+    )
+    conn.release(conn.codec.encode(ready))
 
 
 async def _read_frames(websocket: WebSocket, conn: Connection, session: Session) -> None:
