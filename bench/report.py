@@ -9,6 +9,8 @@ ISSUE_WS_CEILING = 95_000
 ISSUE_SOCKETIO_NODE = 48_000
 # Idle connection goal: KiB of RSS per connection.
 IDLE_GOAL_KIB = 20.0
+# Milliseconds within which a report reaches the console and a kick closes (issue 4).
+MODERATION_GOAL_MS = 1000.0
 # Storage goal: this many times the fan-out goal's message rate.
 STORAGE_FACTOR = 5
 # Deliveries per message in the rooms workload (a room of 50, the sender included).
@@ -158,6 +160,30 @@ def storage_table(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def moderation_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "### Moderation across two nodes",
+        "",
+        "chatd only: a report filed on node 1 until the `report.created` push reaches a "
+        "moderator subscribed on node 2; a kick through node 2's API until the member's "
+        "connections on both nodes are closed 4003. Server side pinned, one at a time.",
+        "",
+        "| measure | samples | p50 ms | p99 ms | max ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        for name, label in (
+            ("report_to_console", "report to console"),
+            ("kick_to_close", "kick to close"),
+        ):
+            m = r[name]
+            lines.append(
+                f"| {label} | {m['samples']} | {_f(m['p50_ms'])} | {_f(m['p99_ms'])} | "
+                f"{_f(m['max_ms'])} |"
+            )
+    return [*lines, ""]
+
+
 def goals(results: dict[str, Any]) -> list[str]:
     by = {s["system"]: s for s in results.get("fanout", [])}
 
@@ -213,6 +239,14 @@ def goals(results: dict[str, Any]) -> list[str]:
                 f"- Storage {r['backend']} at least {STORAGE_FACTOR}× the fan-out goal's "
                 f"message rate ({need:,.0f} msg/s): **{met}** ({got:,.0f} msg/s)."
             )
+    for r in results.get("moderation", []):
+        worst = max(r["report_to_console"]["max_ms"], r["kick_to_close"]["max_ms"])
+        met = "met" if worst < MODERATION_GOAL_MS else "not met"
+        lines.append(
+            f"- Moderation across two nodes within {MODERATION_GOAL_MS / 1000:.0f} s (issue 4): "
+            f"**{met}** (report p99 {r['report_to_console']['p99_ms']} ms, kick p99 "
+            f"{r['kick_to_close']['p99_ms']} ms, worst {worst} ms)."
+        )
     return [*lines, ""]
 
 
@@ -251,6 +285,8 @@ def render(results: dict[str, Any]) -> str:
         lines += idle_table(results["idle"])
     if results.get("storage"):
         lines += storage_table(results["storage"])
+    if results.get("moderation"):
+        lines += moderation_table(results["moderation"])
     for s in results.get("fanout", []) + results.get("dms", []):
         if s.get("profile"):
             from spy import render as render_profile

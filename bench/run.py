@@ -1,6 +1,6 @@
 """Runs the benchmark: python bench/run.py [--quick] [--only NAME[,NAME...]].
 
-NAME is a section (fanout, dms, idle, storage) or a system (chatd, websockets,
+NAME is a section (fanout, dms, idle, storage, moderation, profile) or a system (chatd, websockets,
 socketio-node, python-socketio, starlette: bare Starlette, idle only); sections and systems
 combine (--only fanout,chatd).
 Prints the markdown table and writes it, with the raw figures as JSON, to bench/results/.
@@ -29,14 +29,17 @@ except ImportError:
     raise
 
 from harness import BENCH, ensure_peers, loadavg, log, machine, raise_fd_limit  # noqa: E402
+from mod_latency import moderation  # noqa: E402
 from report import render  # noqa: E402
 from sections import FULL, QUICK, Mode, dms, fanout, idle, storage  # noqa: E402
 from systems import PEERS, Chatd, Deployment  # noqa: E402
 from workloads import accounts_for_rooms  # noqa: E402
 
-SECTIONS = ("fanout", "dms", "idle", "storage", "profile")
+SECTIONS = ("fanout", "dms", "idle", "storage", "moderation", "profile")
 # Sections a run without --only takes, per mode (profile: one py-spy'd chatd step more).
-DEFAULT_SECTIONS = {"quick": SECTIONS[:4], "full": SECTIONS}
+DEFAULT_SECTIONS = {"quick": SECTIONS[:5], "full": SECTIONS}
+# Reports and kicks timed by the moderation section, per mode.
+MODERATION_SAMPLES = {"quick": (10, 3), "full": (50, 20)}
 SYSTEMS = ("chatd", "websockets", "socketio-node", "python-socketio", "starlette")
 # Seconds of the budget kept for the sections after the last search (the baselines' idle
 # runs and storage), per mode; chatd's own idle run comes out of the searches' shares.
@@ -90,6 +93,7 @@ def run(mode: Mode, sections: list[str], systems: list[str]) -> dict[str, Any]:
         "dms": [],
         "idle": [],
         "storage": [],
+        "moderation": [],
     }
     workdir = BENCH / "results" / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     searches_left = sum(k != "starlette" for k in systems) * ("fanout" in sections) + sum(
@@ -99,7 +103,7 @@ def run(mode: Mode, sections: list[str], systems: list[str]) -> dict[str, Any]:
     # The DM pairs are made among the fan-out's accounts: registrations are argon2 hashes.
     accounts = accounts_for_rooms(mode.rooms)
     for key in systems:
-        if not {"fanout", "dms", "idle"} & set(sections):
+        if not {"fanout", "dms", "idle", "moderation"} & set(sections):
             break
         if key == "starlette":  # an idle baseline only, below
             continue
@@ -134,6 +138,9 @@ def run(mode: Mode, sections: list[str], systems: list[str]) -> dict[str, Any]:
                 share = _share(deadline, searches_left, reserve)
                 _guarded(results, "dms", key, dms, key, dep, mode, accounts, share, profiled)
                 searches_left -= 1
+            if "moderation" in sections and isinstance(dep, Chatd):
+                reports, kicks = MODERATION_SAMPLES[mode.name]
+                _guarded(results, "moderation", key, moderation, dep, reports, kicks)
         except Exception as exc:
             _failed(results, "setup", key, exc)
         finally:
