@@ -71,6 +71,8 @@ class Chat:
         self._dm_pairs: dict[int, tuple[int, int] | None] = {}
         # (lower id, higher id) -> whether either blocks the other; emptied on any change.
         self._block_cache: dict[tuple[int, int], bool] = {}
+        # Counts forget_blocks() calls: a read that straddles one is not cached.
+        self._block_generation = 0
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -88,7 +90,28 @@ class Chat:
         return user
 
     async def conversations_for(self, user_id: int) -> list[Conversation]:
-        return await self.conversations.for_user(user_id)
+        """The user's conversations; on the way, what the first send in each of its DMs
+        would read (the DM's members, the block state between them) is cached, in one
+        read for all of its DMs rather than two per DM at their first messages."""
+        convs = await self.conversations.for_user(user_id)
+        partners: list[int] = []
+        for conv in convs:
+            pair = None
+            if conv.kind == "dm" and len(conv.members) == 2:
+                pair = (conv.members[0].id, conv.members[1].id)
+                partners.append(pair[0] if pair[1] == user_id else pair[1])
+            self._dm_pairs[conv.id] = pair
+        if partners:
+            generation = self._block_generation
+            blocked = await self.blocks.block_partners(user_id)
+            if generation != self._block_generation:
+                return convs  # a block changed meanwhile: what was read may be stale
+            if len(self._block_cache) + len(partners) >= BLOCK_CACHE_MAX:
+                self._block_cache.clear()
+            for other in partners:
+                key = (user_id, other) if user_id < other else (other, user_id)
+                self._block_cache[key] = other in blocked
+        return convs
 
     async def check_member(self, conv_id: int, user_id: int) -> None:
         if not await self.conversations.is_member(conv_id, user_id):
@@ -197,14 +220,18 @@ class Chat:
         key = (a, b) if a < b else (b, a)
         blocked = self._block_cache.get(key)
         if blocked is None:
-            if len(self._block_cache) >= BLOCK_CACHE_MAX:
-                self._block_cache.clear()
-            blocked = self._block_cache[key] = await self.blocks.blocked_between(a, b)
+            generation = self._block_generation
+            blocked = await self.blocks.blocked_between(a, b)
+            if generation == self._block_generation:  # else a block changed meanwhile
+                if len(self._block_cache) >= BLOCK_CACHE_MAX:
+                    self._block_cache.clear()
+                self._block_cache[key] = blocked
         return blocked
 
     def forget_blocks(self) -> None:
         """Called when any block changed (on any node), and after a broker outage."""
         self._block_cache.clear()
+        self._block_generation += 1
 
     async def _notify_blocks(self, a: int, b: int) -> None:
         self.forget_blocks()

@@ -253,3 +253,23 @@ async def test_blocks_do_not_touch_rooms(kit: Kit) -> None:
     # And a blocked pair can still join rooms together.
     other_room = await join_room([b, a])
     assert (await a.send(other_room, "still"))["seq"] == 1
+
+
+async def test_block_state_read_at_connect_holds_and_follows_changes(kit: Kit) -> None:
+    # At connect the node reads the block state of all the member's DMs at once.
+    alice, bob = await kit.accounts(2)
+    a = await kit.connect(alice)
+    dm = (await a.request({"t": "dm.open", "user": bob.id}))["conv"]
+    assert (await a.request({"t": "block", "user": bob.id}))["t"] == "ok"
+    await a.close()
+    a, b = await kit.connect(alice), await kit.connect(bob)  # the block exists already
+    for client in (a, b):
+        await _refused(
+            client, {"t": "send", "conv": dm, "text": "x", "cmid": unique_name()}, "blocked"
+        )
+    assert (await a.request({"t": "unblock", "user": bob.id}))["t"] == "ok"
+    assert (await b.send(dm, "after"))["seq"] == 1
+    # Read at connect as not blocked, then blocked: the change still counts.
+    c = await kit.connect(bob)
+    assert (await a.request({"t": "block", "user": bob.id}))["t"] == "ok"
+    await _refused(c, {"t": "send", "conv": dm, "text": "y", "cmid": unique_name()}, "blocked")

@@ -145,6 +145,17 @@ async def test_blocks(db: Database, add_user: AddUser) -> None:
     assert not await blocks.blocked_between(alice.id, bob.id)
 
 
+async def test_block_partners_names_both_directions(db: Database, add_user: AddUser) -> None:
+    blocks = BlockStore(db)
+    alice, bob, carol, dave = [await add_user(n) for n in ("alice", "bob", "carol", "dave")]
+    assert await blocks.block_partners(alice.id) == set()
+    await blocks.block(alice.id, bob.id, 1)  # alice blocks bob
+    await blocks.block(carol.id, alice.id, 2)  # carol blocks alice
+    await blocks.block(bob.id, dave.id, 3)  # not alice's
+    assert await blocks.block_partners(alice.id) == {bob.id, carol.id}
+    assert await blocks.block_partners(bob.id) == {alice.id, dave.id}
+
+
 async def test_ahead_of_names_only_conversations_past_the_known_seq(
     db: Database, add_user: AddUser
 ) -> None:
