@@ -19,19 +19,10 @@ from systems import Chatd
 
 sys.path.insert(0, str(REPO / "tests" / "moderation"))
 
-from modkit import PUSH_TIMEOUT_S, ModKit, next_event, percentile
+from modkit import PUSH_TIMEOUT_S, ModKit, latency_summary, next_event
 
 # Seconds the whole section may take.
 SECTION_TIMEOUT_S = 180.0
-
-
-def _summary(latencies: list[float]) -> dict[str, float]:
-    return {
-        "samples": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2),
-    }
 
 
 async def _measure(dep: Chatd, reports: int, kicks: int) -> dict[str, Any]:
@@ -67,8 +58,8 @@ async def _measure(dep: Chatd, reports: int, kicks: int) -> dict[str, Any]:
                 raise RuntimeError(f"a kick closed with {codes}, not 4003 on both nodes")
         return {
             "system": "chatd",
-            "report_to_console": _summary(report_latencies),
-            "kick_to_close": _summary(kick_latencies),
+            "report_to_console": latency_summary(report_latencies),
+            "kick_to_close": latency_summary(kick_latencies),
         }
     finally:
         await one.close()

@@ -31,6 +31,11 @@ BLOCK_CACHE_MAX = 100_000
 NEW_DM_WINDOW_S = 3600
 
 
+def _pair(a: int, b: int) -> tuple[int, int]:
+    """The key of a pair of accounts, whichever comes first."""
+    return (a, b) if a < b else (b, a)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -104,13 +109,8 @@ class Chat:
         if partners:
             generation = self._block_generation
             blocked = await self.blocks.block_partners(user_id)
-            if generation != self._block_generation:
-                return convs  # a block changed meanwhile: what was read may be stale
-            if len(self._block_cache) + len(partners) >= BLOCK_CACHE_MAX:
-                self._block_cache.clear()
             for other in partners:
-                key = (user_id, other) if user_id < other else (other, user_id)
-                self._block_cache[key] = other in blocked
+                self._remember_block(user_id, other, other in blocked, generation)
         return convs
 
     async def check_member(self, conv_id: int, user_id: int) -> None:
@@ -217,16 +217,21 @@ class Chat:
 
     async def _blocked(self, a: int, b: int) -> bool:
         """Whether either blocks the other, cached: this is on every DM send's path."""
-        key = (a, b) if a < b else (b, a)
-        blocked = self._block_cache.get(key)
+        blocked = self._block_cache.get(_pair(a, b))
         if blocked is None:
             generation = self._block_generation
             blocked = await self.blocks.blocked_between(a, b)
-            if generation == self._block_generation:  # else a block changed meanwhile
-                if len(self._block_cache) >= BLOCK_CACHE_MAX:
-                    self._block_cache.clear()
-                self._block_cache[key] = blocked
+            self._remember_block(a, b, blocked, generation)
         return blocked
+
+    def _remember_block(self, a: int, b: int, blocked: bool, generation: int) -> None:
+        """Caches a block state read when forget_blocks() had run `generation` times; a
+        read that straddles a change is dropped, as it may be stale."""
+        if generation != self._block_generation:
+            return
+        if len(self._block_cache) >= BLOCK_CACHE_MAX:
+            self._block_cache.clear()
+        self._block_cache[_pair(a, b)] = blocked
 
     def forget_blocks(self) -> None:
         """Called when any block changed (on any node), and after a broker outage."""

@@ -8,6 +8,7 @@ client can have many messages in one group commit.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -115,11 +116,7 @@ class Session:
     def _count(window: list[float]) -> int:
         now = time.monotonic()
         window.append(now)
-        cutoff = now - ABUSE_WINDOW_S
-        stale = 0
-        while stale < len(window) and window[stale] < cutoff:
-            stale += 1
-        del window[:stale]
+        del window[: bisect.bisect_left(window, now - ABUSE_WINDOW_S)]
         return len(window)
 
     async def _refused_reply(self, exc: Refused, frame: Any) -> None:

@@ -136,6 +136,9 @@ class WireProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.conn.extensions:
+            # The frames written here are built once for every recipient, uncompressed.
+            raise RuntimeError("chatd's wire needs ws_per_message_deflate=False")
         # Lighter stand-ins for what every connection holds while idle.
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
@@ -177,14 +180,7 @@ class WireProtocol(WebSocketsSansIOProtocol):
         is over its high-water mark or the connection is gone."""
         if not self.writable.is_set() or self.gone:
             return False
-        if self.conn.extensions:  # never, as chatd serves it; framed by the protocol then
-            for data in datas:
-                if isinstance(data, str):
-                    self.conn.send_text(data.encode())
-                else:
-                    self.conn.send_binary(data)
-            self.transport.write(b"".join(self.conn.data_to_send()))
-        elif len(datas) == 1:
+        if len(datas) == 1:
             self.transport.write(_memo.frame_of(datas[0]))
         else:
             self.transport.write(b"".join([_memo.frame_of(d) for d in datas]))

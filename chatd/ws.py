@@ -164,7 +164,6 @@ async def _serve(
     )
     await hub.register(conn)
     session = Session(node=node, conn=conn, user=user)
-    del authenticated
     try:
         await _ready(node, conn, user, session_id, rid)
         await _read_frames(websocket, conn, session)

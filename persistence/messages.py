@@ -1,5 +1,6 @@
 """Reading messages (history, by id, by cmid), removing one from view, and the hash chain."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Select, and_, select
@@ -36,16 +37,21 @@ def message_query() -> Select[*tuple[Any, ...]]:
 
 
 def message_from_row(row: AnyRow) -> Message:
+    return message_from_mapping(row._mapping)
+
+
+def message_from_mapping(row: Mapping[Any, Any]) -> Message:
+    """A Message from a row by column name: a SQLAlchemy row's mapping, an asyncpg record."""
     return Message(
-        id=int(row.id),
-        conv=int(row.conv_id),
-        seq=int(row.seq),
-        sender_id=int(row.sender_id),
-        sender_username=row.username,
-        text=row.text,
-        ts=int(row.ts),
-        cmid=row.cmid,
-        removed=bool(row.removed),
+        id=int(row["id"]),
+        conv=int(row["conv_id"]),
+        seq=int(row["seq"]),
+        sender_id=int(row["sender_id"]),
+        sender_username=row["username"],
+        text=row["text"],
+        ts=int(row["ts"]),
+        cmid=row["cmid"],
+        removed=bool(row["removed"]),
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from persistence.chain import link_hash
 from persistence.database import Database, is_unavailable
 from persistence.errors import AppendFailed, StorageUnavailable
-from persistence.messages import message_from_row
+from persistence.messages import message_from_mapping, message_from_row
 from persistence.records import Message
 from persistence.schema import conversations
 
@@ -419,17 +419,7 @@ async def _write_batch_pg(conn: Any, batch: list[_Pending]) -> list[Outcome]:
         if r["counter_id"] is not None:
             counters[r["counter_id"]] = (r["last_seq"], r["chain_head"])
             continue
-        message = Message(
-            id=r["id"],
-            conv=r["conv_id"],
-            seq=r["seq"],
-            sender_id=r["sender_id"],
-            sender_username=r["username"],
-            text=r["text"],
-            ts=r["ts"],
-            cmid=r["cmid"],
-            removed=r["removed"],
-        )
+        message = message_from_mapping(r)
         stored[(message.sender_id, message.cmid)] = message
     plan = _plan(batch, counters, stored)
     ids: Ids = {}

@@ -317,3 +317,13 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float]:
+    """Samples, p50, p99 and max of latencies in seconds, as milliseconds."""
+    return {
+        "samples": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 2),
+    }

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from modkit import GENEROUS, PUSH_TIMEOUT_S, ModKit, next_event, percentile
+from modkit import GENEROUS, PUSH_TIMEOUT_S, ModKit, latency_summary, next_event
 from support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -24,15 +24,6 @@ REPORT_SAMPLES = 30
 KICK_SAMPLES = 10
 # Seconds within which a report reaches the console and a kick closes (issue 4).
 WITHIN_S = 1.0
-
-
-def _summary(latencies: list[float]) -> dict[str, float]:
-    return {
-        "samples": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2),
-    }
 
 
 async def test_moderation_across_two_nodes(
@@ -84,8 +75,8 @@ async def test_moderation_across_two_nodes(
         assert (status, body["error"]["code"]) == (401, "unauthenticated")
 
         summary = {
-            "report_to_console": _summary(report_latencies),
-            "kick_to_close": _summary(kick_latencies),
+            "report_to_console": latency_summary(report_latencies),
+            "kick_to_close": latency_summary(kick_latencies),
         }
         (artifacts_dir / "two-node-latency.json").write_text(json.dumps(summary, indent=2))
         print("two nodes, PostgreSQL + Redis:", summary)
